@@ -1,0 +1,56 @@
+"""A tiny name -> constructor registry, used for models, datasets and tasks."""
+
+import difflib
+import fnmatch
+from typing import Callable, Iterator
+
+from cnn_jax.errors import CnnJaxError
+
+
+class Registry:
+  """Maps names to constructors; unknown names raise an error listing close matches.
+
+  Example::
+
+    MODELS = Registry("model")
+
+    @MODELS.register("lenet5")
+    def lenet5(**kw): ...
+
+    MODELS.get("lenet5")
+  """
+
+  def __init__(self, kind: str):
+    self.kind = kind
+    self._entries: dict[str, Callable] = {}
+
+  def register(self, name: str) -> Callable[[Callable], Callable]:
+    """Decorator that registers ``fn`` under ``name``."""
+
+    def decorator(fn: Callable) -> Callable:
+      if name in self._entries:
+        raise ValueError(f"{self.kind} {name!r} is registered twice")
+      self._entries[name] = fn
+      return fn
+
+    return decorator
+
+  def get(self, name: str) -> Callable:
+    """Returns the constructor registered as ``name`` or raises a helpful error."""
+    if name not in self._entries:
+      close = difflib.get_close_matches(str(name), self._entries, n=3, cutoff=0.5)
+      hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+      raise CnnJaxError(
+          f"Unknown {self.kind} {name!r}.{hint} Known {self.kind}s: "
+          f"{', '.join(sorted(self._entries))}.")
+    return self._entries[name]
+
+  def names(self, pattern: str = "*") -> list[str]:
+    """Sorted registered names matching a shell-style ``pattern`` (e.g. ``"resnet*"``)."""
+    return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+
+  def __contains__(self, name: str) -> bool:
+    return name in self._entries
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self.names())
