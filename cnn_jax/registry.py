@@ -23,14 +23,16 @@ class Registry:
   def __init__(self, kind: str):
     self.kind = kind
     self._entries: dict[str, Callable] = {}
+    self._info: dict[str, dict] = {}
 
-  def register(self, name: str) -> Callable[[Callable], Callable]:
-    """Decorator that registers ``fn`` under ``name``."""
+  def register(self, name: str, **info) -> Callable[[Callable], Callable]:
+    """Decorator that registers ``fn`` under ``name``, with optional metadata ``info``."""
 
     def decorator(fn: Callable) -> Callable:
       if name in self._entries:
         raise ValueError(f"{self.kind} {name!r} is registered twice")
       self._entries[name] = fn
+      self._info[name] = info
       return fn
 
     return decorator
@@ -44,6 +46,11 @@ class Registry:
           f"Unknown {self.kind} {name!r}.{hint} Known {self.kind}s: "
           f"{', '.join(sorted(self._entries))}.")
     return self._entries[name]
+
+  def info(self, name: str) -> dict:
+    """The metadata given at registration (e.g. ``input_shape``); empty if none."""
+    self.get(name)
+    return self._info[name]
 
   def names(self, pattern: str = "*") -> list[str]:
     """Sorted registered names matching a shell-style ``pattern`` (e.g. ``"resnet*"``)."""

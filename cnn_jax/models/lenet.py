@@ -43,6 +43,6 @@ class LeNet5(nn.Module):
     return classifier_output(logits), {"stage1": s1, "stage2": s2, "pre_logits": x}
 
 
-@MODELS.register("lenet5")
+@MODELS.register("lenet5", input_shape=(32, 32, 1))
 def lenet5(**kw) -> LeNet5:
   return LeNet5(**kw)

@@ -50,6 +50,6 @@ class SimpleCNN(nn.Module):
     return classifier_output(logits), features
 
 
-@MODELS.register("simple_cnn")
+@MODELS.register("simple_cnn", input_shape=(28, 28, 1))
 def simple_cnn(**kw) -> SimpleCNN:
   return SimpleCNN(**kw)

@@ -1,0 +1,3 @@
+from cnn_jax.main import main
+
+main()

@@ -1,0 +1,120 @@
+"""Experiment configs: Python files with ``get_config()``, ``--config.a.b=value`` overrides.
+
+An override must name an existing key (a misspelling fails at once, listing the
+closest valid keys) and its value is parsed to the type of the value it replaces.
+"""
+
+import ast
+import difflib
+import importlib.util
+import json
+import os
+
+import ml_collections
+
+from cnn_jax.errors import ConfigError
+
+REQUIRED_SECTIONS = ("dataset", "model", "optimizer", "schedule", "train")
+
+
+def load_config(path: str) -> ml_collections.ConfigDict:
+  """Imports the experiment file at ``path`` and returns its ``get_config()``."""
+  if not os.path.isfile(path):
+    here = os.path.dirname(path) or "."
+    known = sorted(f for f in os.listdir(here) if f.endswith(".py")) if os.path.isdir(here) else []
+    raise ConfigError(f"Config file {path!r} does not exist."
+                      + (f" Files in {here}: {', '.join(known)}." if known else ""))
+  spec = importlib.util.spec_from_file_location("_cnn_jax_experiment", path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:
+    raise ConfigError(f"Config file {path} failed to import: {type(e).__name__}: {e}") from None
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"Config file {path} has no get_config() function.")
+  config = module.get_config()
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict.")
+  missing = [s for s in REQUIRED_SECTIONS if s not in config]
+  if missing:
+    raise ConfigError(f"{path}: config lacks the section(s) {', '.join(missing)}.")
+  return config
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """All dotted leaf keys, e.g. ``["dataset.name", "optimizer.learning_rate", ...]``."""
+  keys = []
+  for k, v in config.items():
+    if isinstance(v, ml_collections.ConfigDict):
+      keys += flat_keys(v, f"{prefix}{k}.")
+    else:
+      keys.append(f"{prefix}{k}")
+  return keys
+
+
+def _parse_value(text: str, current, key: str):
+  if isinstance(current, bool):
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+      return True
+    if lowered in ("false", "0", "no"):
+      return False
+    raise ConfigError(f"--config.{key} expects true or false, got {text!r}.")
+  if isinstance(current, (int, float)) and not isinstance(current, bool):
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      raise ConfigError(f"--config.{key} expects a number, got {text!r}.") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ConfigError(f"--config.{key} expects a number, got {text!r}.")
+    if isinstance(current, int) and isinstance(value, float) and not value.is_integer():
+      raise ConfigError(f"--config.{key} expects an integer, got {text!r}.")
+    return type(current)(value)
+  if isinstance(current, str):
+    return text
+  try:  # None, tuples, lists: a Python literal, else the plain string
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+  return tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> None:
+  """Applies ``["optimizer.learning_rate=3e-3", ...]`` in place; unknown keys raise."""
+  valid = flat_keys(config)
+  for item in overrides:
+    if "=" not in item:
+      raise ConfigError(f"Override {item!r} must look like --config.key=value.")
+    key, text = item.split("=", 1)
+    if key not in valid:
+      close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+      hint = f" Did you mean {', '.join('--config.' + c for c in close)}?" if close else ""
+      raise ConfigError(f"Unknown config key --config.{key}.{hint} Run with "
+                        "--show-config to list every key.")
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    with node.ignore_type():
+      node[leaf] = _parse_value(text, node[leaf], key)
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict:
+  """A JSON-ready plain dict (tuples become lists)."""
+  return json.loads(config.to_json_best_effort())
+
+
+def save_json(config: ml_collections.ConfigDict, path: str) -> None:
+  with open(path, "w") as f:
+    json.dump(to_dict(config), f, indent=2, sort_keys=True)
+
+
+def load_json(path: str) -> ml_collections.ConfigDict:
+  """Reads a saved ``config.json`` back into a ConfigDict."""
+  try:
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except FileNotFoundError:
+    raise ConfigError(f"{path} not found: is this the --workdir of a training run?") from None
+  except json.JSONDecodeError as e:
+    raise ConfigError(f"{path} is not valid JSON ({e}).") from None

@@ -1,0 +1,46 @@
+"""Data: sources -> stratified splits -> preprocessing -> batches.
+
+``prepare(config, workdir)`` is the one entry point the train loop and the eval
+command use; it returns a :class:`PreparedData`.
+"""
+
+import dataclasses
+
+import ml_collections
+import numpy as np
+
+from cnn_jax.data import preprocess, sources, splits
+
+
+@dataclasses.dataclass
+class PreparedData:
+  """Model-ready splits.
+
+  Attributes:
+    splits: ``{"train"|"val"|"test": (images float32 [N, H, W, C], labels int32 [N])}``.
+    class_names: one name per class.
+    indices: the chosen indices into the source arrays (as saved in ``splits.npz``).
+  """
+  splits: dict[str, tuple[np.ndarray, np.ndarray]]
+  class_names: list[str]
+  indices: dict
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.splits["train"][0].shape[1:])
+
+  def sizes(self) -> dict[str, int]:
+    return {name: len(y) for name, (_, y) in self.splits.items()}
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str | None) -> PreparedData:
+  """Loads ``config.dataset``, splits it (reusing ``workdir/splits.npz``) and preprocesses it."""
+  data = sources.load(config.dataset)
+  chosen = splits.load_or_choose(data, config.dataset, config.seed, workdir)
+  raw = splits.apply(data, chosen)
+  ready = {name: (preprocess.to_model_input(x, config.dataset), y) for name, (x, y) in raw.items()}
+  return PreparedData(ready, data.class_names, chosen)

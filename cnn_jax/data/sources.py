@@ -1,0 +1,197 @@
+"""Dataset sources: each turns the ``dataset`` config section into in-memory arrays.
+
+A source is registered in ``SOURCES`` under the name used as ``dataset.name`` and
+returns an :class:`ArrayData`. Sources only load; splitting, resizing and batching
+happen later (``splits.py``, ``preprocess.py``, ``pipeline.py``).
+
+Files are looked up in ``dataset.data_dir`` or, when that is unset, in the
+``CNN_JAX_DATA_DIR`` environment variable.
+"""
+
+import dataclasses
+import os
+import socket
+import zipfile
+
+import ml_collections
+import numpy as np
+
+from cnn_jax.errors import DataError
+from cnn_jax.registry import Registry
+
+SOURCES = Registry("dataset")
+DATA_DIR_ENV = "CNN_JAX_DATA_DIR"
+
+
+@dataclasses.dataclass
+class ArrayData:
+  """A labelled image dataset held in memory.
+
+  Attributes:
+    train_images: uint8 ``[N, H, W, C]`` in 0..255.
+    train_labels: int32 ``[N]`` class indices.
+    test_images: uint8 ``[M, H, W, C]`` when the dataset has its own test split, else None.
+    test_labels: int32 ``[M]`` or None.
+    class_names: one name per class.
+  """
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  test_images: np.ndarray | None
+  test_labels: np.ndarray | None
+  class_names: list[str]
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.train_images.shape[1:])
+
+
+def data_dir(cfg: ml_collections.ConfigDict) -> str | None:
+  """``dataset.data_dir`` if set, else ``$CNN_JAX_DATA_DIR``, else None."""
+  return cfg.get("data_dir") or os.environ.get(DATA_DIR_ENV) or None
+
+
+def resolve_file(cfg: ml_collections.ConfigDict, filename: str) -> str:
+  """Finds ``filename`` as given, or inside the data directory; raises a clear error."""
+  candidates = [filename]
+  root = data_dir(cfg)
+  if root and not os.path.isabs(filename):
+    candidates.insert(0, os.path.join(root, filename))
+  for path in candidates:
+    if os.path.isfile(path):
+      return path
+  where = root or f"(no data_dir: set dataset.data_dir or ${DATA_DIR_ENV})"
+  raise DataError(
+      f"Dataset file {filename!r} not found (looked in {where} and the current directory). "
+      f"Pass --config.dataset.data_dir=/path/to/dir or export {DATA_DIR_ENV}=/path/to/dir.")
+
+
+def validate_arrays(images: np.ndarray, labels: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+  """Checks images are ``[N, H, W, C]`` uint8-compatible and labels ``[N]`` ints."""
+  if images.ndim == 3:  # [N, H, W] grayscale without a channel axis
+    images = images[..., None]
+  if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+    raise DataError(f"{what}: images must have shape [N, H, W, C] with C in (1, 3, 4), "
+                    f"got {list(images.shape)}.")
+  labels = np.asarray(labels).reshape(-1)
+  if len(labels) != len(images):
+    raise DataError(f"{what}: {len(images)} images but {len(labels)} labels.")
+  if not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < 0):
+    raise DataError(f"{what}: labels must be non-negative integer class indices, "
+                    f"got dtype {labels.dtype}.")
+  if images.dtype != np.uint8:
+    if np.issubdtype(images.dtype, np.floating) and images.size and images.max() <= 1.0:
+      images = np.round(images * 255.0)
+    images = np.clip(images, 0, 255).astype(np.uint8)
+  return images, labels.astype(np.int32)
+
+
+@SOURCES.register("digits")
+def load_digits(cfg: ml_collections.ConfigDict) -> ArrayData:
+  """scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download).
+
+  Values 0..16 are rescaled to 0..255. There is no official test split.
+  """
+  from sklearn.datasets import load_digits as sk_load_digits
+  digits = sk_load_digits()
+  images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  return ArrayData(images, digits.target.astype(np.int32), None, None,
+                   [str(i) for i in range(10)])
+
+
+@SOURCES.register("npz")
+def load_npz(cfg: ml_collections.ConfigDict) -> ArrayData:
+  """An ``.npz`` with ``x_train, y_train`` and optionally ``x_test, y_test`` (uint8 NHWC).
+
+  Config: ``dataset.file`` (a path, or a name inside the data directory) and
+  optionally ``dataset.class_names``.
+  """
+  path = resolve_file(cfg, cfg.file)
+  try:
+    with np.load(path, allow_pickle=False) as d:
+      arrays = {k: d[k] for k in d.files}
+  except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+    raise DataError(f"Cannot read {path}: {e}. The file is corrupt or not an .npz made by "
+                    "np.savez; re-create or re-download it.") from None
+  missing = [k for k in ("x_train", "y_train") if k not in arrays]
+  if missing:
+    raise DataError(f"{path} has no array {', '.join(missing)} (it has: "
+                    f"{', '.join(sorted(arrays)) or 'nothing'}). Expected x_train, y_train "
+                    "and optionally x_test, y_test.")
+  x_train, y_train = validate_arrays(arrays["x_train"], arrays["y_train"], f"{path} train")
+  x_test = y_test = None
+  if "x_test" in arrays and "y_test" in arrays:
+    x_test, y_test = validate_arrays(arrays["x_test"], arrays["y_test"], f"{path} test")
+    if x_test.shape[1:] != x_train.shape[1:]:
+      raise DataError(f"{path}: test images {list(x_test.shape[1:])} differ in shape from "
+                      f"train images {list(x_train.shape[1:])}.")
+  num_classes = int(max(y_train.max(), -1 if y_test is None else y_test.max())) + 1
+  names = list(cfg.get("class_names") or [])
+  if "class_names" in arrays:
+    names = [str(n) for n in arrays["class_names"]]
+  return ArrayData(x_train, y_train, x_test, y_test,
+                   names or [str(i) for i in range(num_classes)])
+
+
+def _network_reachable(host: str = "storage.googleapis.com", timeout: float = 3.0) -> bool:
+  try:
+    socket.create_connection((host, 443), timeout=timeout).close()
+    return True
+  except OSError:
+    return False
+
+
+@SOURCES.register("tfds")
+def load_tfds(cfg: ml_collections.ConfigDict) -> ArrayData:
+  """A tensorflow-datasets image classification dataset, read without TensorFlow.
+
+  Config: ``dataset.tfds_name`` (e.g. ``"mnist"``), ``dataset.data_dir`` (the tfds data
+  directory), ``dataset.download`` (prepare it if missing). Uses ``tfds.data_source``
+  (ArrayRecord, random access); all images must share one shape.
+  """
+  import tensorflow_datasets as tfds
+  name, root = cfg.tfds_name, data_dir(cfg)
+  try:
+    builder = tfds.builder(name, data_dir=root)
+  except Exception as e:  # unknown name, broken installation
+    raise DataError(f"tensorflow-datasets has no dataset {name!r} ({e}).") from None
+  if not builder.is_prepared():
+    how = (f"Prepare it on a machine with internet access (python -c \"import tensorflow_datasets "
+           f"as tfds; tfds.builder('{name}', data_dir='DIR').download_and_prepare()\") and pass "
+           f"--config.dataset.data_dir=DIR, or use a local file with dataset.name='npz'.")
+    if not cfg.get("download", True):
+      raise DataError(f"tfds dataset {name!r} is not prepared in {builder.data_dir} and "
+                      f"dataset.download is False. {how}")
+    if not _network_reachable():
+      raise DataError(f"tfds dataset {name!r} is not in {builder.data_dir} and there is no "
+                      f"internet connection to download it. {how}")
+    builder.download_and_prepare(file_format="array_record")
+  splits = builder.info.splits
+  image_key = cfg.get("image_key", "image")
+  label_key = cfg.get("label_key", "label")
+
+  def read(split: str) -> tuple[np.ndarray, np.ndarray]:
+    source = tfds.data_source(name, split=split, data_dir=root, download=False)
+    examples = [source[i] for i in range(len(source))]
+    try:
+      images = np.stack([np.asarray(e[image_key]) for e in examples])
+    except ValueError:
+      raise DataError(f"tfds {name!r}: images differ in size; use an image-folder source or a "
+                      "dataset with fixed-size images.") from None
+    labels = np.array([e[label_key] for e in examples])
+    return validate_arrays(images, labels, f"tfds {name}/{split}")
+
+  x_train, y_train = read("train")
+  x_test = y_test = None
+  if "test" in splits:
+    x_test, y_test = read("test")
+  names = builder.info.features[label_key].names
+  return ArrayData(x_train, y_train, x_test, y_test, list(names))
+
+
+def load(cfg: ml_collections.ConfigDict) -> ArrayData:
+  """Loads the dataset that ``cfg`` (the ``dataset`` config section) names."""
+  return SOURCES.get(cfg.name)(cfg)

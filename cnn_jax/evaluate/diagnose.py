@@ -1,0 +1,208 @@
+"""Over/underfitting diagnosis from the per-epoch history of a run.
+
+The history is the list of rows the train loop appends to ``workdir/metrics.jsonl``, one
+per epoch: ``{"epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy", ...}``.
+The rules, in order (each threshold is a keyword of :func:`diagnose`):
+
+1. **not enough data**: fewer than ``min_epochs`` epochs with finite train and
+   validation losses.
+2. **overfitting**: the mean train accuracy of the last ``window`` epochs exceeds the
+   validation accuracy by more than ``max_accuracy_gap``; or the validation loss has
+   risen from its minimum: the epochs after the minimum (at least two; the last
+   ``window`` of them) average more than ``max_val_loss_rise`` (relative) above it while
+   the train loss kept falling. (If the train loss rose as well, training is unstable,
+   which is reported but not called overfitting.)
+3. **underfitting**: the recent train accuracy is below ``min_train_accuracy``; it is
+   called "not learning at all" when it is within ``chance_margin`` of chance
+   (``1 / num_classes``). Without accuracies in the history this rule is skipped.
+4. **good fit** otherwise.
+
+Averaging over a window keeps one noisy epoch from flipping the verdict. Train metrics
+are measured during training (with dropout and augmentation on), so a small negative gap
+is normal.
+"""
+
+import dataclasses
+import math
+
+OVERFITTING = "overfitting"
+UNDERFITTING = "underfitting"
+GOOD_FIT = "good fit"
+NOT_ENOUGH_DATA = "not enough data"
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnosis:
+  """The verdict on a run.
+
+  Attributes:
+    verdict: one of ``"overfitting"``, ``"underfitting"``, ``"good fit"``,
+      ``"not enough data"``.
+    explanation: plain-language reasons, quoting the numbers used.
+    advice: what to try next, one suggestion per item.
+    evidence: the numbers behind the verdict (final and recent metrics, gap, best epoch).
+    best_epoch: the epoch with the lowest validation loss (``None`` without one).
+  """
+  verdict: str
+  explanation: str
+  advice: list[str]
+  evidence: dict[str, float]
+  best_epoch: int | None
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  def __str__(self) -> str:
+    lines = [f"Diagnosis: {self.verdict}", self.explanation]
+    lines += [f"  - {a}" for a in self.advice]
+    return "\n".join(lines)
+
+
+def _finite(row: dict, key: str) -> bool:
+  value = row.get(key)
+  return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _mean(rows: list[dict], key: str) -> float:
+  return sum(r[key] for r in rows) / len(rows)
+
+
+def diagnose(history: list[dict], *, num_classes: int | None = None, min_epochs: int = 3,
+             window: int = 3, max_accuracy_gap: float = 0.10, max_val_loss_rise: float = 0.10,
+             min_train_accuracy: float = 0.80, chance_margin: float = 0.05) -> Diagnosis:
+  """Says whether a run over- or underfits, from its per-epoch history.
+
+  Args:
+    history: per-epoch rows as in ``metrics.jsonl`` (a repeated epoch, e.g. after a resume,
+      keeps its last row).
+    num_classes: for the chance level ``1 / num_classes``; ``None`` skips that check.
+    min_epochs: fewer epochs with finite train and validation loss give "not enough data".
+    window: how many final epochs are averaged for the recent metrics.
+    max_accuracy_gap: train minus validation accuracy above this is overfitting.
+    max_val_loss_rise: validation loss after its minimum averaging more than this fraction
+      above it (with the train loss still falling) is overfitting.
+    min_train_accuracy: recent train accuracy below this is underfitting.
+    chance_margin: train accuracy within this of chance means the model is not learning.
+
+  Returns:
+    A :class:`Diagnosis`.
+  """
+  by_epoch = {}
+  for i, row in enumerate(history):
+    by_epoch[row.get("epoch", i + 1)] = row
+  rows = [by_epoch[e] for e in sorted(by_epoch)]
+  diverged = [r for r in rows
+              if any(k in r and not _finite(r, k) for k in ("train_loss", "val_loss"))]
+  rows = [r for r in rows if _finite(r, "train_loss") and _finite(r, "val_loss")]
+  note = ""
+  if diverged:
+    note = (f" The loss was not finite (NaN or inf) from epoch {diverged[0].get('epoch')}; "
+            "those epochs are ignored.")
+  if len(rows) < min_epochs:
+    return Diagnosis(
+        NOT_ENOUGH_DATA,
+        f"Only {len(rows)} epoch(s) have both a train and a validation loss; at least "
+        f"{min_epochs} are needed to judge the fit." + note,
+        ["Train for more epochs and evaluate on a validation split every epoch."]
+        + (["Lower the learning rate or clip gradients to stop the loss diverging."]
+           if diverged else []),
+        {"epochs": len(rows)}, None)
+
+  recent = rows[-window:]
+  best = min(rows, key=lambda r: r["val_loss"])
+  best_epoch = best.get("epoch")
+  ev = {
+      "epochs": len(rows),
+      "final_train_loss": rows[-1]["train_loss"],
+      "final_val_loss": rows[-1]["val_loss"],
+      "best_epoch": best_epoch,
+      "best_val_loss": best["val_loss"],
+      "recent_train_loss": _mean(recent, "train_loss"),
+      "recent_val_loss": _mean(recent, "val_loss"),
+  }
+  # The rise is measured over the (last `window`) epochs after the minimum, and needs two.
+  after = rows[rows.index(best) + 1:][-window:]
+  ev["val_loss_rise"] = 0.0
+  train_still_falling = False
+  if len(after) >= 2:
+    ev["val_loss_after_best"] = _mean(after, "val_loss")
+    ev["val_loss_rise"] = (ev["val_loss_after_best"] - best["val_loss"]) / max(
+        best["val_loss"], 1e-12)
+    train_still_falling = _mean(after, "train_loss") < best["train_loss"]
+  has_acc = all(_finite(r, "train_accuracy") and _finite(r, "val_accuracy") for r in recent)
+  if has_acc:
+    ev["final_train_accuracy"] = rows[-1]["train_accuracy"]
+    ev["final_val_accuracy"] = rows[-1]["val_accuracy"]
+    ev["recent_train_accuracy"] = _mean(recent, "train_accuracy")
+    ev["recent_val_accuracy"] = _mean(recent, "val_accuracy")
+    ev["accuracy_gap"] = ev["recent_train_accuracy"] - ev["recent_val_accuracy"]
+  if num_classes:
+    ev["chance_accuracy"] = 1.0 / num_classes
+  span = f"the last {len(recent)} epochs"
+
+  reasons = []
+  if has_acc and ev["accuracy_gap"] > max_accuracy_gap:
+    reasons.append(
+        f"over {span} train accuracy averages {ev['recent_train_accuracy']:.3f} but "
+        f"validation accuracy only {ev['recent_val_accuracy']:.3f}, a gap of "
+        f"{ev['accuracy_gap']:.3f} (limit {max_accuracy_gap:.2f})")
+  if ev["val_loss_rise"] > max_val_loss_rise and train_still_falling:
+    reasons.append(
+        f"validation loss reached its minimum {best['val_loss']:.4f} at epoch {best_epoch} "
+        f"and has since risen to {ev['val_loss_after_best']:.4f} on average "
+        f"(+{100 * ev['val_loss_rise']:.0f}%, limit {100 * max_val_loss_rise:.0f}%) while the "
+        f"train loss kept falling to {rows[-1]['train_loss']:.4f}")
+  if reasons:
+    return Diagnosis(
+        OVERFITTING,
+        "The model fits the training data much better than unseen data: "
+        + "; and ".join(reasons) + "." + note,
+        ["Reduce capacity (fewer or narrower layers).",
+         "Add regularization: dropout, weight decay, or stronger data augmentation.",
+         "Get more training data.",
+         f"Stop early: keep the checkpoint from epoch {best_epoch}, where validation loss "
+         "was lowest."],
+        ev, best_epoch)
+
+  if has_acc and ev["recent_train_accuracy"] < min_train_accuracy:
+    chance = ev.get("chance_accuracy")
+    level = (f"{ev['recent_train_accuracy']:.3f} averaged over {span}, below "
+             f"{min_train_accuracy:.2f}")
+    if chance is not None and ev["recent_train_accuracy"] < chance + chance_margin:
+      what = (f"The model is not learning at all: train accuracy is {level} and at chance "
+              f"level ({chance:.3f} for {num_classes} classes).")
+      advice = ["Check the labels and the input normalization.",
+                "Try a different learning rate (too high diverges, too low does not move)."]
+    else:
+      what = (f"The model does not fit even the training data: train accuracy is {level}"
+              + (f" (chance is {chance:.3f})" if chance is not None else "")
+              + f"; validation accuracy is {ev['recent_val_accuracy']:.3f}.")
+      advice = []
+    return Diagnosis(
+        UNDERFITTING, what + note,
+        advice + ["Increase capacity (more or wider layers).",
+                  "Train longer" + (" (the train loss is still falling)."
+                                    if rows[-1]["train_loss"] < rows[-len(recent)]["train_loss"]
+                                    else "."),
+                  "Raise the learning rate or use a schedule with warmup.",
+                  "Reduce regularization (dropout, weight decay, augmentation)."],
+        ev, best_epoch)
+
+  acc = (f"train accuracy {ev['recent_train_accuracy']:.3f} and validation accuracy "
+         f"{ev['recent_val_accuracy']:.3f} over {span} (gap {ev['accuracy_gap']:.3f}), "
+         if has_acc else "accuracy was not logged, so underfitting was not checked; ")
+  if ev["val_loss_rise"] > max_val_loss_rise:
+    loss = (f"validation loss {ev['val_loss_after_best']:.4f} is "
+            f"{100 * ev['val_loss_rise']:.0f}% above its minimum {best['val_loss']:.4f}, but "
+            "the train loss rose as well, which points to unstable training rather than "
+            "overfitting.")
+    advice = ["Lower the learning rate or decay it faster.",
+              f"Validation loss was lowest at epoch {best_epoch}: use that checkpoint."]
+  else:
+    loss = (f"validation loss ends at {rows[-1]['val_loss']:.4f} with no sustained rise "
+            f"above its minimum {best['val_loss']:.4f} (epoch {best_epoch}).")
+    advice = [("Validation loss was still falling at the last epoch: training longer may "
+               "help a little.") if best is rows[-1] else
+              f"Validation loss was lowest at epoch {best_epoch}: use that checkpoint."]
+  return Diagnosis(GOOD_FIT, f"Training and validation agree: {acc}{loss}{note}",
+                   advice, ev, best_epoch)

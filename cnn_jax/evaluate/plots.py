@@ -1,0 +1,259 @@
+"""Figures of a run, each written to a PNG file.
+
+Every function takes data and an output path, writes the PNG and returns the path. The
+figures are drawn on :class:`matplotlib.figure.Figure` objects rendered by the Agg
+backend, without pyplot: no window opens and no global matplotlib state is touched, so
+plotting is safe in scripts, tests and threads.
+"""
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from cnn_jax.errors import ShapeError
+
+DPI = 120
+TRAIN_COLOR, VAL_COLOR = "#1f77b4", "#d62728"
+# Above these many classes, confusion cells lose their numbers and curves their legend.
+MAX_ANNOTATED_CLASSES = 20
+MAX_LEGEND_CLASSES = 10
+
+
+def _new_figure(width: float, height: float) -> Figure:
+  fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def _save(fig: Figure, path: str) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=DPI)
+  return path
+
+
+def _names(class_names: Sequence[str] | None, k: int) -> list[str]:
+  if class_names is None:
+    return [str(i) for i in range(k)]
+  if len(class_names) != k:
+    raise ShapeError(f"got {len(class_names)} class names for {k} classes")
+  return [str(n) for n in class_names]
+
+
+def plot_learning_curves(history: list[dict], path: str, *, title: str | None = None) -> str:
+  """Train vs validation loss (left) and accuracy (right, if logged) per epoch.
+
+  Args:
+    history: per-epoch rows with ``epoch``, ``train_loss``, ``val_loss`` and optionally
+      ``train_accuracy`` / ``val_accuracy`` (as in ``metrics.jsonl``).
+    path: the PNG to write.
+    title: figure title.
+  """
+  panels = [("loss", "Loss")]
+  if any("train_accuracy" in r or "val_accuracy" in r for r in history):
+    panels.append(("accuracy", "Accuracy"))
+  fig = _new_figure(5.2 * len(panels), 4)
+  val_losses = [(r["val_loss"], r["epoch"]) for r in history
+                if isinstance(r.get("val_loss"), (int, float)) and math.isfinite(r["val_loss"])]
+  best_epoch = min(val_losses)[1] if val_losses else None
+  for i, (key, label) in enumerate(panels):
+    ax = fig.add_subplot(1, len(panels), i + 1)
+    for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
+      points = [(r["epoch"], r[f"{split}_{key}"]) for r in history if f"{split}_{key}" in r]
+      if points:
+        x, y = zip(*points)
+        ax.plot(x, y, "o-", color=color, markersize=3, label=split.replace("val", "validation"))
+    if best_epoch is not None:
+      ax.axvline(best_epoch, color="gray", linestyle=":",
+                 label=f"best val loss (epoch {best_epoch})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(label)
+    ax.set_title(label)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend()
+  if title:
+    fig.suptitle(title)
+  return _save(fig, path)
+
+
+def plot_confusion_matrix(confusion, path: str, *, class_names: Sequence[str] | None = None,
+                          title: str | None = None) -> str:
+  """Counts (left) and row-normalized rates (right) of a ``[K, K]`` confusion matrix.
+
+  Rows are true classes, columns predicted ones. Cells carry their numbers up to
+  ``MAX_ANNOTATED_CLASSES`` classes; beyond that only colors, with thinned tick labels.
+  """
+  cm = np.asarray(confusion, np.float64)
+  if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+    raise ShapeError(f"a confusion matrix is [K, K], got {list(cm.shape)}")
+  k = cm.shape[0]
+  names = _names(class_names, k)
+  rows = cm.sum(axis=1, keepdims=True)
+  normalized = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+  side = min(max(4.5, 0.42 * k + 2), 12)
+  fig = _new_figure(2 * side + 1, side)
+  annotate = k <= MAX_ANNOTATED_CLASSES
+  step = max(1, math.ceil(k / 100))  # a 12-inch side fits 100 labels in 5-point type
+  fontsize = max(5, min(10, 180 / k))
+  panels = ((cm, "counts", "{:.0f}", None, MaxNLocator(integer=True)),
+            (normalized, "normalized by row (recall)", "{:.2f}", 1.0, None))
+  for i, (data, label, fmt, vmax, ticks) in enumerate(panels):
+    ax = fig.add_subplot(1, 2, i + 1)
+    image = ax.imshow(data, cmap="Blues", vmin=0, vmax=vmax, interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, ticks=ticks)
+    ticks = np.arange(0, k, step)
+    ax.set_xticks(ticks, [names[t] for t in ticks], rotation=90 if k > 10 else 45,
+                  ha="center" if k > 10 else "right", fontsize=fontsize)
+    ax.set_yticks(ticks, [names[t] for t in ticks], fontsize=fontsize)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(label)
+    if annotate:
+      threshold = data.max() / 2
+      for t in range(k):
+        for p in range(k):
+          if data[t, p] > 0:
+            ax.text(p, t, fmt.format(data[t, p]), ha="center", va="center", fontsize=fontsize,
+                    color="white" if data[t, p] > threshold else "black")
+  if title:
+    fig.suptitle(title)
+  return _save(fig, path)
+
+
+def _curve_sets(curves: dict) -> tuple[dict[str, dict], str]:
+  """Per-class curves and a legend title from binary_curves / one_vs_rest_curves output."""
+  if "per_class" in curves:
+    title = (f"macro AUC = {curves['macro_auc']:.3f}, "
+             f"macro AP = {curves['macro_average_precision']:.3f}")
+    if curves["skipped"]:
+      title += f"\n(skipped, one class only: {', '.join(curves['skipped'][:5])})"
+    return curves["per_class"], title
+  return {"positive": curves}, ""
+
+
+def _plot_curve_family(curves: dict, path: str, kind: str, title: str | None) -> str:
+  per_class, legend_title = _curve_sets(curves)
+  many = len(per_class) > MAX_LEGEND_CLASSES
+  fig = _new_figure(6, 5.5)
+  ax = fig.add_subplot(1, 1, 1)
+  for name, c in per_class.items():
+    if kind == "roc":
+      x, y, score = c["roc"]["fpr"], c["roc"]["tpr"], f"AUC = {c['auc']:.3f}"
+    else:
+      x, y, score = c["pr"]["recall"], c["pr"]["precision"], f"AP = {c['average_precision']:.3f}"
+    label = None if many else (score if len(per_class) == 1 else f"{name} ({score})")
+    ax.plot(x, y, linewidth=0.7 if many else 1.6, alpha=0.5 if many else 1.0, label=label,
+            drawstyle="default" if kind == "roc" else "steps-post")
+  if kind == "roc":
+    ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=1, label="chance")
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (recall)")
+  else:
+    if len(per_class) == 1:
+      c = next(iter(per_class.values()))
+      prevalence = c["num_positive"] / (c["num_positive"] + c["num_negative"])
+      ax.axhline(prevalence, linestyle="--", color="gray", linewidth=1,
+                 label=f"chance (prevalence {prevalence:.2f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+  ax.set_xlim(-0.01, 1.01)
+  ax.set_ylim(-0.01, 1.01)
+  ax.set_aspect("equal")
+  ax.grid(alpha=0.3)
+  ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize=8,
+            title=legend_title or None, title_fontsize=8)
+  ax.set_title(title or ("ROC curve" if kind == "roc" else "Precision-recall curve")
+               + ("s, one vs rest" if len(per_class) > 1 else ""))
+  return _save(fig, path)
+
+
+def plot_roc(curves: dict, path: str, *, title: str | None = None) -> str:
+  """ROC curve(s) from :func:`binary_curves` or :func:`one_vs_rest_curves` output.
+
+  One-vs-rest figures show the macro AUC in the legend title; with more than
+  ``MAX_LEGEND_CLASSES`` classes the per-class curves are thin and unlabeled.
+  """
+  return _plot_curve_family(curves, path, "roc", title)
+
+
+def plot_pr(curves: dict, path: str, *, title: str | None = None) -> str:
+  """Precision-recall curve(s) from :func:`binary_curves` or :func:`one_vs_rest_curves`."""
+  return _plot_curve_family(curves, path, "pr", title)
+
+
+def plot_per_class(per_class: dict, path: str, *, class_names: Sequence[str] | None = None,
+                   title: str | None = None) -> str:
+  """Horizontal precision and recall bars per class, with each class's support.
+
+  Args:
+    per_class: ``compute(stats)["per_class"]``: ``K``-long ``precision``, ``recall`` and
+      ``support`` lists.
+    path: the PNG to write.
+    class_names: ``K`` names.
+  """
+  precision = np.asarray(per_class["precision"])
+  recall = np.asarray(per_class["recall"])
+  support = per_class["support"]
+  k = len(precision)
+  names = _names(class_names, k)
+  fig = _new_figure(7, min(0.4 * k, 4 + 0.14 * k) + 1.2)  # 100 classes: 19 inches
+  ax = fig.add_subplot(1, 1, 1)
+  y = np.arange(k)
+  ax.barh(y - 0.2, precision, height=0.4, color=TRAIN_COLOR, label="precision")
+  ax.barh(y + 0.2, recall, height=0.4, color=VAL_COLOR, label="recall")
+  fontsize = max(5, min(9, 500 / k))
+  ax.set_yticks(y, [f"{n} (n={s})" for n, s in zip(names, support)], fontsize=fontsize)
+  ax.invert_yaxis()
+  ax.set_xlim(0, 1)
+  ax.set_ylim(k - 0.5, -0.5)
+  ax.grid(axis="x", alpha=0.3)
+  ax.legend(loc="lower left", bbox_to_anchor=(0, 1), ncols=2, fontsize=8, frameon=False)
+  ax.set_title(title or "Precision and recall per class", loc="right")
+  return _save(fig, path)
+
+
+def plot_misclassified(images, labels, predictions, path: str, *,
+                       class_names: Sequence[str] | None = None, max_images: int = 24) -> str:
+  """A grid of the first ``max_images`` examples with ``label != prediction``.
+
+  Args:
+    images: ``[N, H, W, C]`` (``C`` 1 or 3, or ``[N, H, W]``) float in [0, 1] or uint8.
+    labels: int ``[N]`` true classes.
+    predictions: int ``[N]`` predicted classes.
+    path: the PNG to write.
+    class_names: names indexed by class; defaults to the class numbers.
+    max_images: at most this many panels.
+  """
+  images = np.asarray(images)
+  labels, predictions = np.asarray(labels), np.asarray(predictions)
+  if images.ndim == 4 and images.shape[-1] == 1:
+    images = images[..., 0]
+  if images.ndim not in (3, 4) or len(images) != len(labels) or labels.shape != predictions.shape:
+    raise ShapeError(f"expected images [N, H, W, C] with labels and predictions [N], got "
+                     f"{list(images.shape)}, {list(labels.shape)}, {list(predictions.shape)}")
+  if images.dtype != np.uint8:
+    images = np.clip(images.astype(np.float32), 0.0, 1.0)
+  name = (lambda c: str(class_names[c])) if class_names is not None else str
+  wrong = np.nonzero(labels != predictions)[0][:max_images]
+  cols = min(6, max(1, len(wrong)))
+  rows = max(1, math.ceil(len(wrong) / cols))
+  captions = [f"true: {name(labels[i])} / pred: {name(predictions[i])}" for i in wrong]
+  if any(len(c) > 22 for c in captions):  # long class names: two lines everywhere
+    captions = [c.replace(" / ", " /\n") for c in captions]
+  fig = _new_figure(max(4.0, 1.9 * cols), 2.05 * rows + 0.4 if len(wrong) else 0.6)
+  for i, (index, caption) in enumerate(zip(wrong, captions)):
+    ax = fig.add_subplot(rows, cols, i + 1)
+    image = images[index]
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0,
+              vmax=255 if images.dtype == np.uint8 else 1, interpolation="nearest")
+    ax.set_title(caption, fontsize=8, color="#b00000")
+    ax.set_axis_off()
+  fig.suptitle(f"Misclassified: {len(wrong)} shown of {int(np.sum(labels != predictions))} "
+               f"wrong out of {len(labels)}" if len(wrong) else
+               f"No misclassified examples among {len(labels)}", fontsize=10)
+  return _save(fig, path)

@@ -1,0 +1,97 @@
+"""Command line: ``python -m cnn_jax COMMAND ...``. Parsing only; work happens in the library.
+
+Commands:
+  train    --config FILE --workdir DIR [--config.key=value ...]
+  eval     --workdir DIR [--checkpoint best|latest|STEP] [--split test|val]
+  models   [PATTERN]
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+from cnn_jax.errors import CnnJaxError
+
+
+def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """Separates ``--config.key=value`` (or ``--config.key value``) from other arguments."""
+  rest, overrides, i = [], [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith("--config."):
+      body = arg[len("--config."):]
+      if "=" not in body:
+        if i + 1 >= len(argv):
+          raise CnnJaxError(f"{arg} needs a value: {arg}=VALUE")
+        body, i = f"{body}={argv[i + 1]}", i + 1
+      overrides.append(body)
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="python -m cnn_jax", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="command", required=True)
+  p = sub.add_parser("train", help="train an experiment (resumes if the workdir has checkpoints)")
+  p.add_argument("--config", required=True, help="experiment file, e.g. experiments/digits_lenet5.py")
+  p.add_argument("--workdir", required=True, help="where config, logs and checkpoints go")
+  p.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+  p = sub.add_parser("eval", help="evaluate a trained run")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--checkpoint", default="best", help="best | latest | STEP")
+  p.add_argument("--split", default="test", choices=("test", "val", "train"))
+  p = sub.add_parser("models", help="list registered models with parameter counts")
+  p.add_argument("pattern", nargs="?", default="*")
+  return parser
+
+
+def run(argv: list[str]) -> int:
+  rest, overrides = _split_overrides(argv)
+  args = build_parser().parse_args(rest)
+  if overrides and args.command != "train":
+    raise CnnJaxError("--config.key=value overrides only apply to the train command.")
+  if args.command == "train":
+    from cnn_jax import config as config_lib
+    config = config_lib.load_config(args.config)
+    config_lib.apply_overrides(config, overrides)
+    if args.show_config:
+      print(config)
+      return 0
+    from cnn_jax.train.loop import train
+    results = train(config, args.workdir)
+    print(results["diagnosis"])
+    print(f"test loss {results['test']['loss']:.4f}  test accuracy "
+          f"{results['test']['accuracy']:.4f}  report: {args.workdir}/report.html")
+    return 0
+  if args.command == "eval":
+    from cnn_jax.evaluate.run import evaluate_run
+    results = evaluate_run(args.workdir, checkpoint=args.checkpoint, split=args.split)
+    print(f"{args.split} (step {results['checkpoint_step']}): loss {results['loss']:.4f}  "
+          f"accuracy {results['accuracy']:.4f}  wrote {results['json_path']}")
+    return 0
+  if args.command == "models":
+    from cnn_jax.models.catalog import format_catalog
+    print(format_catalog(args.pattern))
+    return 0
+  return 2
+
+
+def main(argv: list[str] | None = None) -> None:
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's informational warnings
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  try:
+    code = run(sys.argv[1:] if argv is None else argv)
+  except CnnJaxError as e:
+    print(f"error: {e}", file=sys.stderr)
+    code = 2
+  except KeyboardInterrupt:
+    print("interrupted; re-run the same command to resume from the last checkpoint",
+          file=sys.stderr)
+    code = 130
+  sys.exit(code)

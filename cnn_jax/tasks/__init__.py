@@ -1,0 +1,1 @@
+"""Tasks: what a task adds to the shared loop (loss, metrics, step functions)."""

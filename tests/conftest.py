@@ -1,0 +1,41 @@
+"""Test setup: 8 fake CPU devices for every test (set before jax is imported)."""
+
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.environ.get("CNN_JAX_DATA_DIR") or os.path.join(os.path.dirname(REPO), "shared",
+                                                                  "data")
+
+
+@pytest.fixture
+def shared_data() -> str:
+  """The directory of the offline .npz datasets; skips when it is not there."""
+  if not os.path.isdir(SHARED_DATA):
+    pytest.skip(f"shared datasets not found at {SHARED_DATA}")
+  return SHARED_DATA
+
+
+def digits_config(**overrides):
+  """The default experiment, shrunk for tests (a few epochs, one device, no progress bar)."""
+  sys.path.insert(0, REPO)
+  from cnn_jax import config as config_lib
+  config = config_lib.load_config(os.path.join(REPO, "experiments", "digits_lenet5.py"))
+  config.train.epochs = 2
+  config.train.num_devices = 1
+  config.train.progress = False
+  config_lib.apply_overrides(config, [f"{k}={v}" for k, v in overrides.items()])
+  return config
+
+
+def run_cli(*args, env=None, timeout=300):
+  """Runs ``python -m cnn_jax ARGS`` in a subprocess; returns the CompletedProcess."""
+  import subprocess
+  return subprocess.run([sys.executable, "-m", "cnn_jax", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,99 @@
+"""Diagnosis verdicts on synthetic histories."""
+
+import math
+
+from cnn_jax.evaluate.diagnose import diagnose
+
+
+def history(train_loss, val_loss, train_acc=None, val_acc=None):
+  rows = []
+  for i, (tl, vl) in enumerate(zip(train_loss, val_loss)):
+    row = {"epoch": i + 1, "step": 14 * (i + 1), "train_loss": tl, "val_loss": vl,
+           "learning_rate": 1e-3, "epoch_time_s": 1.0}
+    if train_acc is not None:
+      row.update(train_accuracy=train_acc[i], val_accuracy=val_acc[i])
+    rows.append(row)
+  return rows
+
+
+def test_overfitting_from_accuracy_gap_and_rising_val_loss():
+  d = diagnose(history(
+      train_loss=[1.5, 0.8, 0.4, 0.2, 0.1, 0.05, 0.02, 0.01],
+      val_loss=[1.5, 1.0, 0.8, 0.85, 0.95, 1.1, 1.3, 1.5],
+      train_acc=[0.5, 0.75, 0.88, 0.94, 0.97, 0.99, 1.0, 1.0],
+      val_acc=[0.5, 0.66, 0.72, 0.72, 0.71, 0.71, 0.70, 0.70]), num_classes=10)
+  assert d.verdict == "overfitting"
+  assert d.best_epoch == 3
+  assert "epoch 3" in d.advice[-1]
+  assert "0.293" in d.explanation  # the accuracy gap over the last 3 epochs
+  assert any("dropout" in a for a in d.advice)
+
+
+def test_overfitting_from_val_loss_alone():
+  d = diagnose(history(
+      train_loss=[1.0, 0.6, 0.4, 0.3, 0.2, 0.15],
+      val_loss=[1.0, 0.7, 0.5, 0.6, 0.65, 0.7]))
+  assert d.verdict == "overfitting"
+  assert d.best_epoch == 3
+  assert "+30%" in d.explanation
+
+
+def test_underfitting():
+  d = diagnose(history(
+      train_loss=[2.2, 2.0, 1.9, 1.85, 1.8],
+      val_loss=[2.2, 2.0, 1.9, 1.86, 1.82],
+      train_acc=[0.2, 0.28, 0.32, 0.34, 0.35],
+      val_acc=[0.2, 0.27, 0.31, 0.33, 0.34]), num_classes=10)
+  assert d.verdict == "underfitting"
+  assert "0.337" in d.explanation and "chance is 0.100" in d.explanation
+  assert any("capacity" in a for a in d.advice)
+  assert any("still falling" in a for a in d.advice)
+
+
+def test_not_learning_at_all():
+  d = diagnose(history([2.3] * 4, [2.3] * 4, [0.1, 0.11, 0.1, 0.09], [0.1] * 4),
+               num_classes=10)
+  assert d.verdict == "underfitting"
+  assert "not learning at all" in d.explanation
+
+
+def test_good_fit():
+  d = diagnose(history(
+      train_loss=[0.8, 0.3, 0.15, 0.1, 0.08],
+      val_loss=[0.5, 0.25, 0.14, 0.11, 0.10],
+      train_acc=[0.8, 0.92, 0.96, 0.97, 0.975],
+      val_acc=[0.85, 0.93, 0.955, 0.965, 0.97]), num_classes=10)
+  assert d.verdict == "good fit"
+  assert d.best_epoch == 5
+  assert "training longer" in d.advice[0]
+  assert d.evidence["final_val_accuracy"] == 0.97
+
+
+def test_unstable_training_is_not_called_overfitting():
+  d = diagnose(history(
+      train_loss=[0.5, 0.3, 0.2, 0.4, 0.5, 0.6],
+      val_loss=[0.5, 0.3, 0.2, 0.4, 0.5, 0.6],
+      train_acc=[0.9] * 6, val_acc=[0.9] * 6))
+  assert d.verdict == "good fit"
+  assert "unstable" in d.explanation
+
+
+def test_not_enough_data():
+  assert diagnose([]).verdict == "not enough data"
+  assert diagnose(history([1.0, 0.5], [1.0, 0.6])).verdict == "not enough data"
+  no_val = [{"epoch": e, "train_loss": 1.0 / e} for e in range(1, 6)]
+  assert diagnose(no_val).verdict == "not enough data"
+  diverged = history([1.0, 0.5, math.nan, math.nan], [1.0, 0.6, math.nan, math.nan])
+  d = diagnose(diverged)
+  assert d.verdict == "not enough data" and "epoch 3" in d.explanation
+  assert any("learning rate" in a for a in d.advice)
+
+
+def test_resumed_epochs_keep_the_last_row():
+  rows = history([1.0, 0.6, 0.4, 0.3], [1.0, 0.7, 0.5, 0.45], [0.6, 0.8, 0.9, 0.95],
+                 [0.6, 0.8, 0.88, 0.93])
+  # A resumed run rewrote epoch 2; only the later row counts.
+  stale = dict(rows[1], val_loss=9.0)
+  d = diagnose(rows[:2] + [stale] + rows[1:])
+  assert d.verdict == "good fit" and d.evidence["epochs"] == 4
+  assert str(d).startswith("Diagnosis: good fit")

@@ -1,0 +1,78 @@
+"""A run killed with SIGKILL and restarted ends bitwise equal to an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+
+from conftest import REPO
+
+ARGS = ["--config", os.path.join(REPO, "experiments", "digits_simple_cnn.py"),
+        "--config.train.epochs=4", "--config.train.num_devices=1",
+        "--config.train.checkpoint_every_steps=5", "--config.train.progress=false"]
+
+
+def _start(workdir: str) -> subprocess.Popen:
+  return subprocess.Popen([sys.executable, "-m", "cnn_jax", "train", "--workdir", workdir,
+                           *ARGS], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _steps(workdir: str) -> list[int]:
+  root = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(root):
+    return []
+  return sorted(int(d) for d in os.listdir(root) if d.isdigit())
+
+
+def _final_state(workdir: str) -> dict:
+  step = max(_steps(workdir))
+  return ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step),
+                                                         "state"))
+
+
+def _history(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  for row in rows:
+    row.pop("epoch_time_s")
+  return rows
+
+
+def test_kill_and_resume_is_bitwise_identical(tmp_path):
+  reference, killed = str(tmp_path / "reference"), str(tmp_path / "killed")
+  proc = _start(reference)
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out.decode()[-3000:]
+
+  kills = 0
+  for kill_after_step in (12, 60):  # one kill mid-epoch 1, one in a later epoch
+    proc = _start(killed)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+      if _steps(killed) and max(_steps(killed)) >= kill_after_step:
+        proc.send_signal(signal.SIGKILL)
+        kills += 1
+        break
+      time.sleep(0.05)
+    proc.wait()
+  assert kills >= 1, "the run finished before it could be killed"
+  proc = _start(killed)
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out.decode()[-3000:]
+
+  a, b = _final_state(reference), _final_state(killed)
+  assert a["step"] == b["step"]
+  for x, y in zip(_leaves(a), _leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  assert _history(reference) == _history(killed)
+  assert len(_history(killed)) == 4
+
+
+def _leaves(tree):
+  import jax
+  return jax.tree.leaves({k: tree[k] for k in ("params", "batch_stats", "opt_state", "rng")})
