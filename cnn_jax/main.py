@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--config", required=True, help="experiment file, e.g. experiments/digits_lenet5.py")
   p.add_argument("--workdir", required=True, help="where config, logs and checkpoints go")
   p.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+  p.add_argument("--distributed", action="store_true",
+                 help="multi-process run: join with jax.distributed.initialize() (auto-detects "
+                      "SLURM/MPI/TPU, or uses --coordinator/--num-processes/--process-id)")
+  p.add_argument("--coordinator", help="HOST:PORT of process 0 (implies --distributed)")
+  p.add_argument("--num-processes", type=int)
+  p.add_argument("--process-id", type=int)
   p = sub.add_parser("eval", help="evaluate a trained run")
   p.add_argument("--workdir", required=True)
   p.add_argument("--checkpoint", default="best", help="best | latest | STEP")
@@ -61,6 +67,9 @@ def run(argv: list[str]) -> int:
     if args.show_config:
       print(config)
       return 0
+    if args.distributed or args.coordinator:
+      from cnn_jax.train.parallel import initialize_distributed
+      initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     from cnn_jax.train.loop import train
     results = train(config, args.workdir)
     print(results["diagnosis"])

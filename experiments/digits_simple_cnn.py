@@ -18,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.resize = "bilinear"
   config.dataset.val_fraction = 0.125
   config.dataset.test_fraction = 0.2
+  config.dataset.train_subset = 0       # >0: keep only this many training examples
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "simple_cnn"

@@ -8,7 +8,9 @@ import optax
 import pytest
 
 from cnn_jax import models
-from cnn_jax.tasks import classification
+import ml_collections
+
+from cnn_jax.tasks import get_task, steps
 from cnn_jax.train import parallel
 from cnn_jax.train.state import create_train_state
 
@@ -19,7 +21,8 @@ def _one_step(model, num_devices: int, batch: dict):
   tx = optax.sgd(0.1, momentum=0.9)
   state = jax.jit(lambda: create_train_state(model, tx, 0, batch["image"].shape[1:]),
                   out_shardings=replicated)()
-  step = jax.jit(functools.partial(classification.train_step, label_smoothing=0.1),
+  config = ml_collections.ConfigDict({"train": {"label_smoothing": 0.1}})
+  step = jax.jit(functools.partial(steps.train_step, task=get_task(config)),
                  in_shardings=(replicated, parallel.batch_sharded(mesh)),
                  out_shardings=replicated, donate_argnums=0)
   state = step(state, parallel.shard_batch(batch, mesh))

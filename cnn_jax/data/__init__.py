@@ -37,9 +37,37 @@ class PreparedData:
     return {name: len(y) for name, (_, y) in self.splits.items()}
 
 
+def select_classes(data: sources.ArrayData, classes) -> sources.ArrayData:
+  """Keeps only ``classes`` (indices or names), relabelled 0..n-1 in the given order."""
+  from cnn_jax.errors import ConfigError
+  index = []
+  for c in classes:
+    if isinstance(c, str) and c in data.class_names:
+      index.append(data.class_names.index(c))
+    elif isinstance(c, int) and 0 <= c < data.num_classes:
+      index.append(c)
+    else:
+      raise ConfigError(f"dataset.classes: {c!r} is not a class of this dataset "
+                        f"({', '.join(data.class_names)}).")
+  lookup = np.full(data.num_classes, -1, np.int32)
+  lookup[index] = np.arange(len(index), dtype=np.int32)
+
+  def keep(x, y):
+    if x is None:
+      return None, None
+    mask = lookup[y] >= 0
+    return x[mask], lookup[y[mask]]
+
+  return sources.ArrayData(*keep(data.train_images, data.train_labels),
+                           *keep(data.test_images, data.test_labels),
+                           [data.class_names[i] for i in index])
+
+
 def prepare(config: ml_collections.ConfigDict, workdir: str | None) -> PreparedData:
   """Loads ``config.dataset``, splits it (reusing ``workdir/splits.npz``) and preprocesses it."""
   data = sources.load(config.dataset)
+  if config.dataset.get("classes"):
+    data = select_classes(data, config.dataset.classes)
   chosen = splits.load_or_choose(data, config.dataset, config.seed, workdir)
   raw = splits.apply(data, chosen)
   ready = {name: (preprocess.to_model_input(x, config.dataset), y) for name, (x, y) in raw.items()}

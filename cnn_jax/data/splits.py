@@ -7,6 +7,7 @@ evaluation, so an example never changes split.
 
 import os
 
+import jax
 import ml_collections
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -69,7 +70,7 @@ def load_or_choose(data: ArrayData, cfg: ml_collections.ConfigDict, seed: int,
                       "dataset changed since this workdir was created. Use a new --workdir.")
     return split
   split = choose_indices(data, cfg, seed)
-  if path:
+  if path and jax.process_index() == 0:  # every process chooses the same; one writes
     os.makedirs(workdir, exist_ok=True)
     np.savez(path, **split)
   return split

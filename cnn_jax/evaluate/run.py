@@ -3,6 +3,7 @@
 Used at the end of training and by ``python -m cnn_jax eval --workdir W``.
 """
 
+import functools
 import json
 import os
 
@@ -15,7 +16,7 @@ from cnn_jax.evaluate import metrics as metrics_lib
 from cnn_jax.evaluate.diagnose import diagnose
 from cnn_jax.evaluate.report import write_report
 from cnn_jax.errors import CnnJaxError
-from cnn_jax.tasks import classification
+from cnn_jax.tasks import Task, steps
 from cnn_jax.train import parallel
 from cnn_jax.train.logging import read_history
 
@@ -23,10 +24,10 @@ from cnn_jax.train.logging import read_history
 class Evaluator:
   """Jit-compiled, data-parallel evaluation over whole splits (padded, masked batches)."""
 
-  def __init__(self, mesh, batch_size: int, num_classes: int):
-    self.mesh, self.batch_size, self.num_classes = mesh, batch_size, num_classes
+  def __init__(self, mesh, batch_size: int, num_classes: int, task: Task):
+    self.mesh, self.batch_size, self.num_classes, self.task = mesh, batch_size, num_classes, task
     replicated = parallel.replicated(mesh)
-    self.step = jax.jit(classification.eval_step,
+    self.step = jax.jit(functools.partial(steps.eval_step, task=task),
                         in_shardings=(replicated, replicated, parallel.batch_sharded(mesh)),
                         out_shardings=(replicated, replicated), donate_argnums=1)
 
@@ -88,6 +89,11 @@ def evaluate_and_report(workdir: str, config, data, state, evaluator: Evaluator,
                                         data.class_names)
   if "auc" in curves:
     results["auc"], results["average_precision"] = curves["auc"], curves["average_precision"]
+    results["best_f1"] = curves["best_f1"]
+    if evaluator.task.threshold is not None:
+      results["at_threshold"] = metrics_lib.binary_metrics_at_threshold(
+          probs[:, 1], labels, evaluator.task.threshold)
+      results["at_threshold"]["threshold"] = evaluator.task.threshold
   else:
     results["macro_auc"] = curves["macro_auc"]
     results["macro_average_precision"] = curves["macro_average_precision"]

@@ -25,7 +25,11 @@ class MetricsLog:
   the resumed run recomputes them (a kill can land between a log write and a save).
   """
 
-  def __init__(self, workdir: str, resume_step: int):
+  def __init__(self, workdir: str, resume_step: int, enabled: bool = True):
+    """``enabled=False`` (processes other than 0) makes every method a no-op."""
+    self.enabled = enabled
+    if not enabled:
+      return
     self.path = os.path.join(workdir, METRICS_FILE)
     rows = [r for r in read_history(workdir) if r["step"] <= resume_step]
     tmp = self.path + ".tmp"
@@ -36,6 +40,8 @@ class MetricsLog:
     self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, row: dict) -> None:
+    if not self.enabled:
+      return
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
     for k, v in row.items():
@@ -44,7 +50,8 @@ class MetricsLog:
     self.tb.flush()
 
   def close(self) -> None:
-    self.tb.close()
+    if self.enabled:
+      self.tb.close()
 
 
 class Progress:

@@ -25,7 +25,7 @@ from cnn_jax.data import pipeline
 from cnn_jax.errors import CnnJaxError, ConfigError
 from cnn_jax.evaluate.diagnose import diagnose
 from cnn_jax.evaluate.run import Evaluator, evaluate_and_report
-from cnn_jax.tasks import classification
+from cnn_jax.tasks import Task, get_task, steps
 from cnn_jax.train import optim, parallel
 from cnn_jax.train.checkpoint import Checkpoints
 from cnn_jax.train.logging import MetricsLog, Progress, read_history
@@ -79,6 +79,7 @@ class Session:
   model: Any
   mesh: Any
   state: TrainState
+  task: Task
   schedule: Any
   evaluator: Evaluator
   steps_per_epoch: int
@@ -90,11 +91,12 @@ def setup(config: ml_collections.ConfigDict, workdir: str, for_eval: bool = Fals
 
   With ``for_eval`` the workdir's ``config.json`` is neither checked nor written.
   """
-  if not for_eval:
+  if not for_eval and jax.process_index() == 0:
     check_workdir_config(config, workdir)
   tcfg = config.train
   data = data_lib.prepare(config, workdir)
-  model = build_model(config, data.num_classes)
+  task = get_task(config)
+  model = build_model(config, task.num_outputs(data.num_classes))
   check_input_shape(model, data.image_shape, config.model.name)
   mesh = parallel.make_mesh(tcfg.num_devices)
   parallel.check_batch_size(tcfg.batch_size, mesh)
@@ -108,8 +110,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, for_eval: bool = Fals
   init = jax.jit(lambda: create_train_state(model, tx, config.seed, data.image_shape),
                  out_shardings=parallel.replicated(mesh))
   eval_batch_size = _round_up(tcfg.eval_batch_size, mesh.size * jax.process_count())
-  evaluator = Evaluator(mesh, eval_batch_size, data.num_classes)
-  return Session(data, model, mesh, init(), schedule, evaluator, per_epoch, total_steps)
+  evaluator = Evaluator(mesh, eval_batch_size, data.num_classes, task)
+  return Session(data, model, mesh, init(), task, schedule, evaluator, per_epoch, total_steps)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -139,14 +141,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_iter.set_state(data_state)
 
   batch_spec = parallel.batch_sharded(mesh)
-  train_step = jax.jit(functools.partial(classification.train_step,
-                                         label_smoothing=tcfg.label_smoothing),
+  train_step = jax.jit(functools.partial(steps.train_step, task=session.task),
                        in_shardings=(replicated, batch_spec), out_shardings=replicated,
                        donate_argnums=0)
   validate = lambda st: session.evaluator(st, *data.splits["val"])[0]  # noqa: E731
 
-  log = MetricsLog(workdir, start_step)
-  progress = Progress(total_steps, start_step, enabled=tcfg.progress)
+  is_main = jax.process_index() == 0
+  log = MetricsLog(workdir, start_step, enabled=is_main)
+  progress = Progress(total_steps, start_step, enabled=tcfg.progress and is_main)
   meta = {"config": config_lib.to_dict(config), "steps_per_epoch": per_epoch}
   epoch_start = time.perf_counter()
   try:
@@ -154,10 +156,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       state = train_step(state, parallel.shard_batch(next(train_iter), mesh))
       show = step % tcfg.log_every_steps == 0
       progress.update(step, tcfg.batch_size,
-                      classification.summarize(state.totals) if show else None)
+                      steps.summarize(state.totals) if show else None)
       if step % per_epoch == 0:
         epoch = step // per_epoch
-        train_metrics = classification.summarize(state.totals)
+        train_metrics = steps.summarize(state.totals)
         if not np.isfinite(train_metrics["loss"]):
           raise CnnJaxError(f"The training loss became {train_metrics['loss']} in epoch {epoch}. "
                             "Lower optimizer.learning_rate or add warmup; the last good "

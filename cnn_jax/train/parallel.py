@@ -42,3 +42,20 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
   sharding = batch_sharded(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in batch.items()}
+
+
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """Joins a multi-process run (one process per host, or several on one machine).
+
+  With no arguments, ``jax.distributed.initialize`` detects the cluster (SLURM, Open MPI,
+  Cloud TPU, ...). On CPU, collectives across processes use gloo. Must run before any
+  other JAX call.
+  """
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  try:
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                               process_id=process_id)
+  except (RuntimeError, ValueError) as e:
+    raise ConfigError(f"Could not join the distributed run ({str(e).splitlines()[0]}). Check "
+                      "--coordinator HOST:PORT, --num-processes and --process-id.") from None
