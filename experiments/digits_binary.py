@@ -27,6 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "simple_cnn"
+  config.model.dtype = "float32"     # "bfloat16": bf16 compute, f32 params/BN stats/loss
   config.model.base_channels = 16
   config.model.num_blocks = 2
   config.model.dense_units = (32,)

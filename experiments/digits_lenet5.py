@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "lenet5"
+  config.model.dtype = "float32"     # "bfloat16": bf16 compute, f32 params/BN stats/loss
   config.model.act = "tanh"
 
   config.optimizer = ml_collections.ConfigDict()

@@ -144,6 +144,17 @@ def _network_reachable(host: str = "storage.googleapis.com", timeout: float = 3.
     return False
 
 
+def _readable(name: str, root: str | None, split: str = "train") -> bool:
+  """Whether ``tfds.data_source`` can already open ``split`` (prepared as ArrayRecord,
+  or mocked by ``tfds.testing.mock_data``)."""
+  import tensorflow_datasets as tfds
+  try:
+    tfds.data_source(name, split=split, data_dir=root, download=False)
+    return True
+  except Exception:  # not prepared, or prepared in a format without random access
+    return False
+
+
 @SOURCES.register("tfds")
 def load_tfds(cfg: ml_collections.ConfigDict) -> ArrayData:
   """A tensorflow-datasets image classification dataset, read without TensorFlow.
@@ -158,10 +169,11 @@ def load_tfds(cfg: ml_collections.ConfigDict) -> ArrayData:
     builder = tfds.builder(name, data_dir=root)
   except Exception as e:  # unknown name, broken installation
     raise DataError(f"tensorflow-datasets has no dataset {name!r} ({e}).") from None
-  if not builder.is_prepared():
+  if not builder.is_prepared() and not _readable(name, root):
     how = (f"Prepare it on a machine with internet access (python -c \"import tensorflow_datasets "
-           f"as tfds; tfds.builder('{name}', data_dir='DIR').download_and_prepare()\") and pass "
-           f"--config.dataset.data_dir=DIR, or use a local file with dataset.name='npz'.")
+           f"as tfds; tfds.builder('{name}', data_dir='DIR').download_and_prepare("
+           f"file_format='array_record')\") and pass --config.dataset.data_dir=DIR, or use a "
+           "local file with dataset.name='npz'.")
     if not cfg.get("download", True):
       raise DataError(f"tfds dataset {name!r} is not prepared in {builder.data_dir} and "
                       f"dataset.download is False. {how}")
@@ -186,7 +198,7 @@ def load_tfds(cfg: ml_collections.ConfigDict) -> ArrayData:
 
   x_train, y_train = read("train")
   x_test = y_test = None
-  if "test" in splits:
+  if "test" in splits or (not splits and _readable(name, root, "test")):  # mocks list no splits
     x_test, y_test = read("test")
   names = builder.info.features[label_key].names
   return ArrayData(x_train, y_train, x_test, y_test, list(names))
