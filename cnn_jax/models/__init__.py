@@ -28,7 +28,7 @@ from cnn_jax.registry import Registry
 MODELS = Registry("model")
 
 # Importing the family modules registers their variants.
-from cnn_jax.models import lenet, simple_cnn  # noqa: E402,F401
+from cnn_jax.models import alexnet, cifar_resnet, lenet, nin, resnet, simple_cnn, vgg  # noqa: E402,F401
 
 
 def create(name: str, **options) -> nn.Module:

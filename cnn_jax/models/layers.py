@@ -4,6 +4,7 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 ACTIVATIONS: dict[str, Callable] = {
     "relu": nn.relu, "tanh": jnp.tanh, "sigmoid": nn.sigmoid, "gelu": nn.gelu,
@@ -57,3 +58,38 @@ def global_avg_pool(x: jnp.ndarray) -> jnp.ndarray:
 def classifier_output(x: jnp.ndarray) -> jnp.ndarray:
   """Logits are always returned in float32, whatever the compute dtype."""
   return x.astype(jnp.float32)
+
+
+# He-normal with fan-out, torchvision's init for convolutions.
+KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def _adaptive_pool_matrix(in_size: int, out_size: int) -> np.ndarray:
+  """``[out_size, in_size]`` averaging weights of PyTorch's adaptive average pooling.
+
+  Output cell ``i`` averages inputs ``floor(i * in / out)`` to ``ceil((i + 1) * in / out)``
+  (exclusive), so the cells overlap when ``in`` is not a multiple of ``out`` and repeat
+  inputs when ``in < out``.
+  """
+  weights = np.zeros((out_size, in_size), np.float32)
+  for i in range(out_size):
+    start = (i * in_size) // out_size
+    end = -((-(i + 1) * in_size) // out_size)
+    weights[i, start:end] = 1.0 / (end - start)
+  return weights
+
+
+def adaptive_avg_pool(x: jnp.ndarray, output_size: tuple[int, int]) -> jnp.ndarray:
+  """PyTorch's ``AdaptiveAvgPool2d``: ``[B, H, W, C] -> [B, oh, ow, C]`` for any H, W >= 1.
+
+  An average over a rectangle is the product of averages over its rows and columns, so the
+  pool is two small matrix products with weights fixed at trace time.
+  """
+  rows = jnp.asarray(_adaptive_pool_matrix(x.shape[1], output_size[0]), x.dtype)
+  cols = jnp.asarray(_adaptive_pool_matrix(x.shape[2], output_size[1]), x.dtype)
+  return jnp.einsum("bhwc,ih,jw->bijc", x, rows, cols)
+
+
+def flatten_chw(x: jnp.ndarray) -> jnp.ndarray:
+  """``[B, H, W, C] -> [B, C * H * W]`` in PyTorch's channel-major order."""
+  return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
