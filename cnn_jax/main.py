@@ -4,6 +4,7 @@ Commands:
   train    --config FILE --workdir DIR [--config.key=value ...]
   eval     --workdir DIR [--checkpoint best|latest|STEP] [--split test|val]
   models   [PATTERN]
+  summary  MODEL [--input-size N] [--channels C]
 """
 
 import argparse
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--split", default="test", choices=("test", "val", "train"))
   p = sub.add_parser("models", help="list registered models with parameter counts")
   p.add_argument("pattern", nargs="?", default="*")
+  p = sub.add_parser("summary", help="per-layer table, parameters and GFLOPs of a model")
+  p.add_argument("model")
+  p.add_argument("--input-size", type=int, help="image height and width (default: the model's)")
+  p.add_argument("--channels", type=int, help="input channels (default: the model's)")
+  p.add_argument("--num-classes", type=int)
+  p.add_argument("--depth", type=int, default=2, help="module nesting shown in the table")
   return parser
 
 
@@ -85,6 +92,18 @@ def run(argv: list[str]) -> int:
   if args.command == "models":
     from cnn_jax.models.catalog import format_catalog
     print(format_catalog(args.pattern))
+    return 0
+  if args.command == "summary":
+    from cnn_jax import models
+    from cnn_jax.models.catalog import input_shape
+    from cnn_jax.models.summary import format_summary, summarize
+    h, w, c = input_shape(args.model)
+    shape = (1, args.input_size or h, args.input_size or w, args.channels or c)
+    from cnn_jax.train.state import check_input_shape
+    options = {"num_classes": args.num_classes} if args.num_classes else {}
+    model = models.create(args.model, **options)
+    check_input_shape(model, shape[1:], args.model)
+    print(format_summary(summarize(model, shape), max_depth=args.depth))
     return 0
   return 2
 
