@@ -2,6 +2,7 @@
 
 Commands:
   train    --config FILE --workdir DIR [--config.key=value ...]
+  show-data --config FILE [--out PNG] [--config.key=value ...]
   eval     --workdir DIR [--checkpoint best|latest|STEP] [--split test|val]
   models   [PATTERN]
   summary  MODEL [--input-size N] [--channels C]
@@ -47,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--coordinator", help="HOST:PORT of process 0 (implies --distributed)")
   p.add_argument("--num-processes", type=int)
   p.add_argument("--process-id", type=int)
+  p = sub.add_parser("show-data", help="write a PNG grid of augmented training samples")
+  p.add_argument("--config", required=True)
+  p.add_argument("--out", default="data_samples.png")
+  p.add_argument("--num-images", type=int, default=24)
+  p.add_argument("--seed", type=int, default=0)
   p = sub.add_parser("eval", help="evaluate a trained run")
   p.add_argument("--workdir", required=True)
   p.add_argument("--checkpoint", default="best", help="best | latest | STEP")
@@ -65,8 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: list[str]) -> int:
   rest, overrides = _split_overrides(argv)
   args = build_parser().parse_args(rest)
-  if overrides and args.command != "train":
-    raise CnnJaxError("--config.key=value overrides only apply to the train command.")
+  if overrides and args.command not in ("train", "show-data"):
+    raise CnnJaxError("--config.key=value overrides only apply to train and show-data.")
+  if args.command == "show-data":
+    from cnn_jax import config as config_lib
+    from cnn_jax.data.show import show_data
+    config = config_lib.load_config(args.config)
+    config_lib.apply_overrides(config, overrides)
+    print(f"wrote {show_data(config, args.out, args.num_images, args.seed)}")
+    return 0
   if args.command == "train":
     from cnn_jax import config as config_lib
     config = config_lib.load_config(args.config)

@@ -48,6 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.eval_batch_size = 128
   config.train.label_smoothing = 0.0
   config.train.num_devices = 0
+  config.train.on_device_data = False  # True: keep the train split on the device, gather in jit
   config.train.checkpoint_every_steps = 0
   config.train.keep_checkpoints = 2
   config.train.best_metric = "val_accuracy"

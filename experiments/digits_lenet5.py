@@ -7,6 +7,8 @@ Needs no download. Stratified 70/10/20 train/validation/test split.
 
 import ml_collections
 
+from cnn_jax.data.augment import augment_config
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -18,6 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.resize = "bilinear"
   config.dataset.val_fraction = 0.125   # of the 80% left after the test split -> 10% overall
   config.dataset.test_fraction = 0.2
+
+  # On-device augmentation inside the jitted step (see cnn_jax/data/augment.py).
+  config.augment = augment_config(crop_padding=3, rotation_degrees=10.0)  # translate, rotate
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "lenet5"
@@ -38,6 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.eval_batch_size = 256
   config.train.label_smoothing = 0.0
   config.train.num_devices = 0          # 0 = all devices
+  config.train.on_device_data = False   # True: keep the train split on the device, gather in jit
   config.train.checkpoint_every_steps = 0  # 0 = at the end of every epoch only
   config.train.keep_checkpoints = 2
   config.train.best_metric = "val_accuracy"

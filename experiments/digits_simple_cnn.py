@@ -7,6 +7,8 @@ No download needed; trains in seconds on a CPU.
 
 import ml_collections
 
+from cnn_jax.data.augment import augment_config
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -19,6 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.val_fraction = 0.125
   config.dataset.test_fraction = 0.2
   config.dataset.train_subset = 0       # >0: keep only this many training examples
+
+  config.augment = augment_config()      # all off; e.g. --config.augment.mixup_alpha=0.4
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "simple_cnn"
@@ -46,6 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.eval_batch_size = 256
   config.train.label_smoothing = 0.1
   config.train.num_devices = 0
+  config.train.on_device_data = False  # True: keep the train split on the device, gather in jit
   config.train.checkpoint_every_steps = 0
   config.train.keep_checkpoints = 2
   config.train.best_metric = "val_accuracy"

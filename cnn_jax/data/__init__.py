@@ -5,11 +5,14 @@ command use; it returns a :class:`PreparedData`.
 """
 
 import dataclasses
+from typing import Callable
 
+import jax
 import ml_collections
 import numpy as np
 
-from cnn_jax.data import preprocess, sources, splits
+# image_folder and local_files register their sources on import.
+from cnn_jax.data import image_folder, local_files, preprocess, sources, splits  # noqa: F401
 
 
 @dataclasses.dataclass
@@ -17,13 +20,16 @@ class PreparedData:
   """Model-ready splits.
 
   Attributes:
-    splits: ``{"train"|"val"|"test": (images float32 [N, H, W, C], labels int32 [N])}``.
+    splits: ``{"train"|"val"|"test": (images float32 [N, H, W, C] in [0, 1], labels int32
+      [N])}``.
     class_names: one name per class.
     indices: the chosen indices into the source arrays (as saved in ``splits.npz``).
+    normalization: ``(mean, std)`` applied on the device after augmentation, or None.
   """
   splits: dict[str, tuple[np.ndarray, np.ndarray]]
   class_names: list[str]
   indices: dict
+  normalization: tuple | None = None
 
   @property
   def num_classes(self) -> int:
@@ -35,6 +41,33 @@ class PreparedData:
 
   def sizes(self) -> dict[str, int]:
     return {name: len(y) for name, (_, y) in self.splits.items()}
+
+  def normalizer(self) -> Callable | None:
+    """``images -> (images - mean) / std`` for use inside jit, or None."""
+    if self.normalization is None:
+      return None
+    from cnn_jax.data.augment import normalize
+    stats = self.normalization
+    return lambda images: normalize(images, stats)
+
+
+def augmenter(config: ml_collections.ConfigDict, num_classes: int) -> Callable | None:
+  """``(key, images [B,H,W,C], labels [B]) -> (images, targets)`` from ``config.augment``.
+
+  Targets stay int labels unless mixup/cutmix is on (then soft labels ``[B, K]``).
+  None when the config has no ``augment`` section.
+  """
+  section = config.get("augment")
+  if section is None:
+    return None
+  from cnn_jax.data.augment import make_augment
+  augment = make_augment(section)
+  mixes = bool(section.get("mixup_alpha") or section.get("cutmix_alpha"))
+
+  def apply(key, images, labels):
+    return augment(key, images, jax.nn.one_hot(labels, num_classes) if mixes else labels)
+
+  return apply
 
 
 def select_classes(data: sources.ArrayData, classes) -> sources.ArrayData:
@@ -71,4 +104,4 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None) -> PreparedD
   chosen = splits.load_or_choose(data, config.dataset, config.seed, workdir)
   raw = splits.apply(data, chosen)
   ready = {name: (preprocess.to_model_input(x, config.dataset), y) for name, (x, y) in raw.items()}
-  return PreparedData(ready, data.class_names, chosen)
+  return PreparedData(ready, data.class_names, chosen, preprocess.normalization(config.dataset))

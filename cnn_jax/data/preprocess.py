@@ -1,4 +1,7 @@
-"""Host-side preprocessing done once per run: uint8 -> float32, resize or pad, normalize."""
+"""Host-side preprocessing done once per run: uint8 -> float32 in [0, 1], resize or pad.
+
+Normalization by mean/std happens later, on the device, after augmentation.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +16,7 @@ def to_model_input(images: np.ndarray, cfg: ml_collections.ConfigDict,
   """uint8 ``[N, H, W, C]`` -> float32 ``[N, S, S, C]`` for ``S = dataset.image_size``.
 
   ``dataset.resize``: ``"bilinear"`` (antialiased) or ``"pad"`` (zero-pad, centred; e.g.
-  28x28 MNIST -> 32x32 as in LeNet-5). Then ``(x - mean) / std`` if ``dataset.mean``
-  and ``dataset.std`` are set (per channel or scalar, on the [0, 1] scale).
+  28x28 MNIST -> 32x32 as in LeNet-5).
   """
   x = images.astype(np.float32) / 255.0
   size = cfg.get("image_size")
@@ -33,7 +35,20 @@ def to_model_input(images: np.ndarray, cfg: ml_collections.ConfigDict,
                           for i in range(0, len(x), chunk)]) if len(x) else x
     else:
       raise ConfigError(f"dataset.resize must be 'bilinear' or 'pad', got {method!r}.")
-  mean, std = cfg.get("mean"), cfg.get("std")
-  if mean is not None and std is not None:
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
   return x.astype(np.float32)
+
+
+def normalization(cfg: ml_collections.ConfigDict) -> tuple | None:
+  """``(mean, std)`` from ``dataset.mean``/``dataset.std`` (scalars or per channel, on the
+  [0, 1] scale), or ``dataset.normalize`` naming a known dataset (``"cifar10"``, ...)."""
+  from cnn_jax.data.augment import NORMALIZATION
+  if cfg.get("normalize"):
+    if cfg.normalize not in NORMALIZATION:
+      raise ConfigError(f"dataset.normalize={cfg.normalize!r} is unknown; choose one of "
+                        f"{', '.join(NORMALIZATION)} or set dataset.mean and dataset.std.")
+    return NORMALIZATION[cfg.normalize]
+  mean, std = cfg.get("mean"), cfg.get("std")
+  if mean is None or std is None:
+    return None
+  as_tuple = lambda v: tuple(v) if isinstance(v, (list, tuple)) else (v,)  # noqa: E731
+  return as_tuple(mean), as_tuple(std)

@@ -217,6 +217,40 @@ def plot_per_class(per_class: dict, path: str, *, class_names: Sequence[str] | N
   return _save(fig, path)
 
 
+def plot_image_grid(images, captions: Sequence[str], path: str, *, title: str,
+                    caption_color: str = "black", cols: int = 6) -> str:
+  """A grid of images with one caption each.
+
+  Args:
+    images: ``[N, H, W, C]`` (``C`` 1 or 3, or ``[N, H, W]``) float in [0, 1] or uint8.
+    captions: ``N`` captions (long ones are wrapped at " / ").
+    path: the PNG to write.
+    title: the figure title.
+  """
+  images = np.asarray(images)
+  if images.ndim == 4 and images.shape[-1] == 1:
+    images = images[..., 0]
+  if images.ndim not in (3, 4) or len(images) != len(captions):
+    raise ShapeError(f"expected images [N, H, W, C] and N captions, got {list(images.shape)} "
+                     f"and {len(captions)} captions")
+  if images.dtype != np.uint8:
+    images = np.clip(images.astype(np.float32), 0.0, 1.0)
+  captions = list(captions)
+  if any(len(c) > 22 for c in captions):  # long captions: two lines everywhere
+    captions = [c.replace(" / ", " /\n") for c in captions]
+  cols = min(cols, max(1, len(images)))
+  rows = max(1, math.ceil(len(images) / cols))
+  fig = _new_figure(max(4.0, 1.9 * cols), 2.05 * rows + 0.4 if len(images) else 0.6)
+  for i, (image, caption) in enumerate(zip(images, captions)):
+    ax = fig.add_subplot(rows, cols, i + 1)
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0,
+              vmax=255 if images.dtype == np.uint8 else 1, interpolation="nearest")
+    ax.set_title(caption, fontsize=8, color=caption_color)
+    ax.set_axis_off()
+  fig.suptitle(title, fontsize=10)
+  return _save(fig, path)
+
+
 def plot_misclassified(images, labels, predictions, path: str, *,
                        class_names: Sequence[str] | None = None, max_images: int = 24) -> str:
   """A grid of the first ``max_images`` examples with ``label != prediction``.
@@ -231,29 +265,14 @@ def plot_misclassified(images, labels, predictions, path: str, *,
   """
   images = np.asarray(images)
   labels, predictions = np.asarray(labels), np.asarray(predictions)
-  if images.ndim == 4 and images.shape[-1] == 1:
-    images = images[..., 0]
-  if images.ndim not in (3, 4) or len(images) != len(labels) or labels.shape != predictions.shape:
+  if len(images) != len(labels) or labels.shape != predictions.shape:
     raise ShapeError(f"expected images [N, H, W, C] with labels and predictions [N], got "
                      f"{list(images.shape)}, {list(labels.shape)}, {list(predictions.shape)}")
-  if images.dtype != np.uint8:
-    images = np.clip(images.astype(np.float32), 0.0, 1.0)
   name = (lambda c: str(class_names[c])) if class_names is not None else str
   wrong = np.nonzero(labels != predictions)[0][:max_images]
-  cols = min(6, max(1, len(wrong)))
-  rows = max(1, math.ceil(len(wrong) / cols))
-  captions = [f"true: {name(labels[i])} / pred: {name(predictions[i])}" for i in wrong]
-  if any(len(c) > 22 for c in captions):  # long class names: two lines everywhere
-    captions = [c.replace(" / ", " /\n") for c in captions]
-  fig = _new_figure(max(4.0, 1.9 * cols), 2.05 * rows + 0.4 if len(wrong) else 0.6)
-  for i, (index, caption) in enumerate(zip(wrong, captions)):
-    ax = fig.add_subplot(rows, cols, i + 1)
-    image = images[index]
-    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0,
-              vmax=255 if images.dtype == np.uint8 else 1, interpolation="nearest")
-    ax.set_title(caption, fontsize=8, color="#b00000")
-    ax.set_axis_off()
-  fig.suptitle(f"Misclassified: {len(wrong)} shown of {int(np.sum(labels != predictions))} "
-               f"wrong out of {len(labels)}" if len(wrong) else
-               f"No misclassified examples among {len(labels)}", fontsize=10)
-  return _save(fig, path)
+  title = (f"Misclassified: {len(wrong)} shown of {int(np.sum(labels != predictions))} "
+           f"wrong out of {len(labels)}" if len(wrong) else
+           f"No misclassified examples among {len(labels)}")
+  return plot_image_grid(images[wrong],
+                         [f"true: {name(labels[i])} / pred: {name(predictions[i])}" for i in wrong],
+                         path, title=title, caption_color="#b00000")

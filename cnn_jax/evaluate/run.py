@@ -24,10 +24,10 @@ from cnn_jax.train.logging import read_history
 class Evaluator:
   """Jit-compiled, data-parallel evaluation over whole splits (padded, masked batches)."""
 
-  def __init__(self, mesh, batch_size: int, num_classes: int, task: Task):
+  def __init__(self, mesh, batch_size: int, num_classes: int, task: Task, normalize=None):
     self.mesh, self.batch_size, self.num_classes, self.task = mesh, batch_size, num_classes, task
     replicated = parallel.replicated(mesh)
-    self.step = jax.jit(functools.partial(steps.eval_step, task=task),
+    self.step = jax.jit(functools.partial(steps.eval_step, task=task, normalize=normalize),
                         in_shardings=(replicated, replicated, parallel.batch_sharded(mesh)),
                         out_shardings=(replicated, replicated), donate_argnums=1)
 
@@ -66,10 +66,8 @@ def write_split_figures(out_dir: str, split: str, results: dict, probs: np.ndarr
     curves = metrics_lib.one_vs_rest_curves(probs, labels, class_names)
   figures["roc"] = plots.plot_roc(curves, path("roc"), title=f"ROC ({split})")
   figures["pr"] = plots.plot_pr(curves, path("pr"), title=f"Precision-recall ({split})")
-  shown = np.clip(images, 0.0, 1.0) if images.min() >= -0.01 else \
-      (images - images.min()) / max(float(images.max() - images.min()), 1e-6)
   figures["misclassified"] = plots.plot_misclassified(
-      shown, labels, probs.argmax(-1), path("misclassified"), class_names=class_names)
+      images, labels, probs.argmax(-1), path("misclassified"), class_names=class_names)
   return figures, curves
 
 

@@ -14,9 +14,11 @@ from cnn_jax.tasks import TASKS, Task
 
 
 def binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Per-example loss ``[B]`` for one logit per example (``[B, 1]`` or ``[B]``)."""
+  """Per-example loss ``[B]`` for one logit per example (``[B, 1]`` or ``[B]``) and labels
+  ``[B]`` in {0, 1}, or soft two-class labels ``[B, 2]`` (mixup, cutmix)."""
+  positive = labels[:, 1] if labels.ndim == 2 else labels
   return optax.sigmoid_binary_cross_entropy(logits.reshape(-1).astype(jnp.float32),
-                                            labels.astype(jnp.float32))
+                                            positive.astype(jnp.float32))
 
 
 @TASKS.register("binary")

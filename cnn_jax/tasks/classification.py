@@ -11,8 +11,9 @@ from cnn_jax.tasks import TASKS, Task
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
-  """Per-example loss ``[B]`` for logits ``[B, K]`` and int labels ``[B]``."""
-  targets = jax.nn.one_hot(labels, logits.shape[-1])
+  """Per-example loss ``[B]`` for logits ``[B, K]`` and int labels ``[B]`` or soft labels
+  ``[B, K]`` (from mixup or cutmix)."""
+  targets = labels if labels.ndim == 2 else jax.nn.one_hot(labels, logits.shape[-1])
   if label_smoothing:
     targets = optax.smooth_labels(targets, label_smoothing)
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)

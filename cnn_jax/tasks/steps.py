@@ -8,22 +8,29 @@ from cnn_jax.tasks import Task
 from cnn_jax.train.state import TrainState
 
 
-def train_step(state: TrainState, batch: dict, task: Task, augment=None) -> TrainState:
-  """One optimizer step on ``batch = {"image": [B,H,W,C], "label": [B]}``.
+def train_step(state: TrainState, batch: dict, task: Task, augment=None,
+               normalize=None) -> TrainState:
+  """One optimizer step on ``batch = {"image": [B,H,W,C] in [0, 1], "label": [B]}``.
 
-  ``augment(key, images) -> images`` (optional) runs on the device inside the step.
+  Args:
+    augment: optional ``(key, images, labels [B]) -> (images, targets)`` run on the device;
+      targets are int labels ``[B]`` or soft labels ``[B, K]`` (mixup, cutmix).
+    normalize: optional ``images -> images`` applied after augmentation.
+
   Adds the batch's summed loss, correct count and size to ``state.totals``.
   """
   step_rng = jax.random.fold_in(state.rng, state.step)
-  images = batch["image"]
+  images, targets = batch["image"], batch["label"]
   if augment is not None:
-    images = augment(jax.random.fold_in(step_rng, 1), images)
+    images, targets = augment(jax.random.fold_in(step_rng, 1), images, targets)
+  if normalize is not None:
+    images = normalize(images)
 
   def loss_fn(params):
     (outputs, _), updates = state.apply_fn(
         {"params": params, "batch_stats": state.batch_stats}, images, train=True,
         rngs={"dropout": jax.random.fold_in(step_rng, 0)}, mutable=["batch_stats"])
-    loss = task.loss(outputs, batch["label"])
+    loss = task.loss(outputs, targets)
     return loss.mean(), (loss, outputs, updates)
 
   grads, (loss, outputs, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -43,10 +50,11 @@ def predict(state: TrainState, images: jax.Array) -> jax.Array:
 
 
 def eval_step(state: TrainState, stats: metrics.ClassificationStats, batch: dict,
-              task: Task) -> tuple[metrics.ClassificationStats, jax.Array]:
+              task: Task, normalize=None) -> tuple[metrics.ClassificationStats, jax.Array]:
   """Adds ``batch = {"image", "label", "mask"}`` to ``stats``; also returns the class
   probabilities ``[B, K]`` (for ROC curves and example grids)."""
-  outputs = predict(state, batch["image"])
+  images = batch["image"] if normalize is None else normalize(batch["image"])
+  outputs = predict(state, images)
   loss = task.eval_loss(outputs, batch["label"])
   stats = metrics.update(stats, task.decide(outputs), batch["label"], batch["mask"], loss)
   return stats, task.probabilities(outputs)

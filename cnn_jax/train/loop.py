@@ -22,6 +22,7 @@ from cnn_jax import config as config_lib
 from cnn_jax import data as data_lib
 from cnn_jax import models
 from cnn_jax.data import pipeline
+from cnn_jax.data.device_data import DeviceBatches
 from cnn_jax.errors import CnnJaxError, ConfigError
 from cnn_jax.evaluate.diagnose import diagnose
 from cnn_jax.evaluate.run import Evaluator, evaluate_and_report
@@ -110,7 +111,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, for_eval: bool = Fals
   init = jax.jit(lambda: create_train_state(model, tx, config.seed, data.image_shape),
                  out_shardings=parallel.replicated(mesh))
   eval_batch_size = _round_up(tcfg.eval_batch_size, mesh.size * jax.process_count())
-  evaluator = Evaluator(mesh, eval_batch_size, data.num_classes, task)
+  evaluator = Evaluator(mesh, eval_batch_size, data.num_classes, task, data.normalizer())
   return Session(data, model, mesh, init(), task, schedule, evaluator, per_epoch, total_steps)
 
 
@@ -135,13 +136,21 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state, data_state, _, _ = restored
   start_step = int(state.step)
 
-  train_iter = iter(pipeline.train_batches(
-      x_train, y_train, batch_size=tcfg.batch_size, seed=config.seed, num_steps=total_steps,
-      process_index=jax.process_index(), process_count=jax.process_count()))
+  if tcfg.get("on_device_data"):  # the whole split resident on the device(s)
+    train_iter = DeviceBatches(x_train, y_train, batch_size=tcfg.batch_size, seed=config.seed,
+                               mesh=mesh)
+    to_device = lambda batch: batch  # noqa: E731  (already sharded)
+  else:
+    train_iter = iter(pipeline.train_batches(
+        x_train, y_train, batch_size=tcfg.batch_size, seed=config.seed, num_steps=total_steps,
+        process_index=jax.process_index(), process_count=jax.process_count()))
+    to_device = lambda batch: parallel.shard_batch(batch, mesh)  # noqa: E731
   train_iter.set_state(data_state)
 
   batch_spec = parallel.batch_sharded(mesh)
-  train_step = jax.jit(functools.partial(steps.train_step, task=session.task),
+  train_step = jax.jit(functools.partial(steps.train_step, task=session.task,
+                                         augment=data_lib.augmenter(config, data.num_classes),
+                                         normalize=data.normalizer()),
                        in_shardings=(replicated, batch_spec), out_shardings=replicated,
                        donate_argnums=0)
   validate = lambda st: session.evaluator(st, *data.splits["val"])[0]  # noqa: E731
@@ -153,7 +162,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   epoch_start = time.perf_counter()
   try:
     for step in range(start_step + 1, total_steps + 1):
-      state = train_step(state, parallel.shard_batch(next(train_iter), mesh))
+      state = train_step(state, to_device(next(train_iter)))
       show = step % tcfg.log_every_steps == 0
       progress.update(step, tcfg.batch_size,
                       steps.summarize(state.totals) if show else None)

@@ -1,0 +1,63 @@
+"""The simple CNN (Conv-BN-ReLU-MaxPool x3, dropout 0.5) on Fashion-MNIST with augmentation.
+
+Needs fashion_mnist.npz in the data directory:
+
+  CNN_JAX_DATA_DIR=../shared/data python -m cnn_jax train \\
+      --config experiments/fashion_mnist_cnn.py --workdir runs/fashion_mnist_cnn
+"""
+
+import ml_collections
+
+from cnn_jax.data.augment import augment_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = "npz"
+  config.dataset.file = "fashion_mnist.npz"
+  config.dataset.data_dir = ""           # empty: use $CNN_JAX_DATA_DIR
+  config.dataset.class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+  config.dataset.image_size = 28
+  config.dataset.normalize = "fashion_mnist"
+  config.dataset.val_fraction = 5000
+  config.dataset.test_fraction = 0.0     # the file's own 10k test split
+
+  config.augment = augment_config(flip=True, crop_padding=2)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "simple_cnn"
+  config.model.dtype = "float32"     # "bfloat16": bf16 compute, f32 params/BN stats/loss
+  config.model.base_channels = 32
+  config.model.num_blocks = 3
+  config.model.convs_per_block = 1
+  config.model.dense_units = (128,)
+  config.model.dropout_rate = 0.5
+  config.model.head = "flatten"
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "adamw"
+  config.optimizer.learning_rate = 2e-3
+  config.optimizer.weight_decay = 1e-4
+
+  config.schedule = ml_collections.ConfigDict()
+  config.schedule.name = "warmup_cosine"
+  config.schedule.warmup_epochs = 1
+
+  config.train = ml_collections.ConfigDict()
+  config.train.epochs = 12
+  config.train.batch_size = 128
+  config.train.eval_batch_size = 1000
+  config.train.label_smoothing = 0.0
+  config.train.num_devices = 0
+  config.train.on_device_data = False  # True: keep the train split on the device, gather in jit
+  config.train.checkpoint_every_steps = 0
+  config.train.keep_checkpoints = 2
+  config.train.best_metric = "val_accuracy"
+  config.train.best_mode = "max"
+  config.train.log_every_steps = 50
+  config.train.progress = True
+  return config
