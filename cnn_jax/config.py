@@ -16,6 +16,31 @@ from cnn_jax.errors import ConfigError
 
 REQUIRED_SECTIONS = ("dataset", "model", "optimizer", "schedule", "train")
 
+# Every key the train loop reads from ``config.train``, with its default.
+TRAIN_DEFAULTS = {
+    "epochs": 10,
+    "batch_size": 128,               # global batch, split over all devices
+    "eval_batch_size": 512,
+    "label_smoothing": 0.0,
+    "num_devices": 0,                # 0: every device
+    "on_device_data": False,         # True: the train split stays on the device, gathered in jit
+    "checkpoint_every_steps": 0,     # 0: at the end of every epoch only
+    "keep_checkpoints": 2,           # the last K, plus the best by best_metric
+    "best_metric": "val_accuracy",
+    "best_mode": "max",
+    "log_every_steps": 20,
+    "progress": True,
+}
+
+
+def train_section(**settings) -> ml_collections.ConfigDict:
+  """A complete ``train`` section: :data:`TRAIN_DEFAULTS` updated with ``settings``."""
+  unknown = sorted(set(settings) - set(TRAIN_DEFAULTS))
+  if unknown:
+    raise ConfigError(f"Unknown train option(s) {', '.join(unknown)}; known: "
+                      f"{', '.join(TRAIN_DEFAULTS)}.")
+  return ml_collections.ConfigDict({**TRAIN_DEFAULTS, **settings})
+
 
 def load_config(path: str) -> ml_collections.ConfigDict:
   """Imports the experiment file at ``path`` and returns its ``get_config()``."""

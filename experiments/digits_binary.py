@@ -8,6 +8,8 @@ has the ROC and precision-recall curves and the metrics at ``task.threshold``.
 
 import ml_collections
 
+from cnn_jax.config import train_section
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -42,17 +44,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.schedule = ml_collections.ConfigDict()
   config.schedule.name = "cosine"
 
-  config.train = ml_collections.ConfigDict()
-  config.train.epochs = 10
-  config.train.batch_size = 16
-  config.train.eval_batch_size = 128
-  config.train.label_smoothing = 0.0
-  config.train.num_devices = 0
-  config.train.on_device_data = False  # True: keep the train split on the device, gather in jit
-  config.train.checkpoint_every_steps = 0
-  config.train.keep_checkpoints = 2
-  config.train.best_metric = "val_accuracy"
-  config.train.best_mode = "max"
-  config.train.log_every_steps = 10
-  config.train.progress = True
+  config.train = train_section(epochs=10, batch_size=16, eval_batch_size=128, log_every_steps=10)
   return config

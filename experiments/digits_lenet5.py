@@ -7,6 +7,7 @@ Needs no download. Stratified 70/10/20 train/validation/test split.
 
 import ml_collections
 
+from cnn_jax.config import train_section
 from cnn_jax.data.augment import augment_config
 
 
@@ -37,17 +38,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.schedule = ml_collections.ConfigDict()
   config.schedule.name = "cosine"
 
-  config.train = ml_collections.ConfigDict()
-  config.train.epochs = 40
-  config.train.batch_size = 32
-  config.train.eval_batch_size = 256
-  config.train.label_smoothing = 0.0
-  config.train.num_devices = 0          # 0 = all devices
-  config.train.on_device_data = False   # True: keep the train split on the device, gather in jit
-  config.train.checkpoint_every_steps = 0  # 0 = at the end of every epoch only
-  config.train.keep_checkpoints = 2
-  config.train.best_metric = "val_accuracy"
-  config.train.best_mode = "max"
-  config.train.log_every_steps = 10
-  config.train.progress = True
+  config.train = train_section(epochs=40, batch_size=32, eval_batch_size=256, log_every_steps=10)
   return config

@@ -7,6 +7,7 @@ No download needed; trains in seconds on a CPU.
 
 import ml_collections
 
+from cnn_jax.config import train_section
 from cnn_jax.data.augment import augment_config
 
 
@@ -44,17 +45,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.schedule.name = "warmup_cosine"
   config.schedule.warmup_epochs = 1
 
-  config.train = ml_collections.ConfigDict()
-  config.train.epochs = 20
-  config.train.batch_size = 32
-  config.train.eval_batch_size = 256
-  config.train.label_smoothing = 0.1
-  config.train.num_devices = 0
-  config.train.on_device_data = False  # True: keep the train split on the device, gather in jit
-  config.train.checkpoint_every_steps = 0
-  config.train.keep_checkpoints = 2
-  config.train.best_metric = "val_accuracy"
-  config.train.best_mode = "max"
-  config.train.log_every_steps = 10
-  config.train.progress = True
+  config.train = train_section(epochs=20, batch_size=32, eval_batch_size=256,
+                               label_smoothing=0.1, log_every_steps=10)
   return config

@@ -8,6 +8,8 @@ Needs mnist.npz (x_train, y_train, x_test, y_test) in the data directory:
 
 import ml_collections
 
+from cnn_jax.config import train_section
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -39,17 +41,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.schedule.name = "warmup_cosine"
   config.schedule.warmup_epochs = 1
 
-  config.train = ml_collections.ConfigDict()
-  config.train.epochs = 12
-  config.train.batch_size = 128
-  config.train.eval_batch_size = 1000
-  config.train.label_smoothing = 0.0
-  config.train.num_devices = 0
-  config.train.on_device_data = False  # True: keep the train split on the device, gather in jit
-  config.train.checkpoint_every_steps = 0
-  config.train.keep_checkpoints = 2
-  config.train.best_metric = "val_accuracy"
-  config.train.best_mode = "max"
-  config.train.log_every_steps = 50
-  config.train.progress = True
+  config.train = train_section(epochs=12, batch_size=128, eval_batch_size=1000, log_every_steps=50)
   return config

@@ -17,8 +17,8 @@ import ml_collections
 import numpy as np
 from PIL import Image, ImageOps
 
-from cnn_jax.data.local_files import map_in_threads, resolve_directory, stack_images
-from cnn_jax.data.sources import SOURCES, ArrayData, validate_arrays
+from cnn_jax.data.local_files import map_in_threads, stack_images
+from cnn_jax.data.sources import SOURCES, ArrayData, resolve_path, validate_arrays
 from cnn_jax.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -98,7 +98,7 @@ def _read_folder(cfg: ml_collections.ConfigDict, key: str,
   if channels not in (1, 3):
     raise ConfigError(f"dataset.channels must be 1 or 3, got {channels!r}.")
   center_crop, skip = cfg.get("center_crop", True), cfg.get("skip_corrupt", False)
-  directory = resolve_directory(cfg, cfg.get(key), key)
+  directory = resolve_path(cfg, cfg.get(key), key, directory=True)
   names, paths, labels = list_images(directory)
   if classes is not None:
     unknown = sorted(set(names) - set(classes))

@@ -9,7 +9,7 @@ Registered names (``dataset.name``):
   ``cifar10_jpeg.npz``, see the data README),
   decoded once with Pillow and cached as plain uint8 arrays.
 
-Also the helpers ``image_folder`` shares: :func:`resolve_directory`, :func:`map_in_threads`
+Also the helpers ``image_folder`` shares: :func:`map_in_threads`
 and :func:`stack_images`.
 """
 
@@ -31,26 +31,12 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from cnn_jax.data.sources import SOURCES, ArrayData, data_dir, resolve_file, validate_arrays
+from cnn_jax.data.sources import (SOURCES, ArrayData, resolve_file, resolve_path,
+                                  validate_arrays)
 from cnn_jax.errors import DataError
 
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "cnn_jax")
 CACHE_FORMAT = 1  # bump when the cached arrays change meaning
-
-
-def resolve_directory(cfg: ml_collections.ConfigDict, name: str | None, key: str) -> str:
-  """Finds directory ``name`` (``dataset.<key>``) as given or inside the data directory."""
-  if not name:
-    raise DataError(f"dataset.{key} is not set: give the path of the dataset directory.")
-  candidates = [name]
-  root = data_dir(cfg)
-  if root and not os.path.isabs(name):
-    candidates.insert(0, os.path.join(root, name))
-  for path in candidates:
-    if os.path.isdir(path):
-      return path
-  raise DataError(f"dataset.{key}: directory {name!r} not found (looked in "
-                  f"{' and '.join(map(repr, candidates))}).")
 
 
 def map_in_threads(fn: Callable, n: int, workers: int, chunk: int = 512) -> list:
@@ -140,8 +126,8 @@ def load_idx(cfg: ml_collections.ConfigDict) -> ArrayData:
     missing = [f"dataset.{k}" for k in (images_key, labels_key) if not cfg.get(k)]
     if missing:
       raise DataError(f"idx: set {' and '.join(missing)} (idx file names).")
-    images_path = resolve_file(cfg, cfg[images_key])
-    labels_path = resolve_file(cfg, cfg[labels_key])
+    images_path = resolve_file(cfg, cfg[images_key], images_key)
+    labels_path = resolve_file(cfg, cfg[labels_key], labels_key)
     return validate_arrays(read_idx(images_path), read_idx(labels_path),
                            f"{images_path} + {labels_path}")
 
@@ -217,7 +203,7 @@ def load_cifar_batches(cfg: ml_collections.ConfigDict) -> ArrayData:
   for CIFAR-100, ``dataset.label_type``: ``"fine"`` (100 classes, default) or
   ``"coarse"`` (20 superclasses).
   """
-  root = resolve_directory(cfg, cfg.get("directory"), "directory")
+  root = resolve_path(cfg, cfg.get("directory"), "directory", directory=True)
   batches = sorted(glob.glob(os.path.join(root, "data_batch_*")),
                    key=lambda p: int(re.sub(r"\D", "", os.path.basename(p)) or 0))
   if batches:  # CIFAR-10

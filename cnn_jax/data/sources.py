@@ -54,19 +54,31 @@ def data_dir(cfg: ml_collections.ConfigDict) -> str | None:
   return cfg.get("data_dir") or os.environ.get(DATA_DIR_ENV) or None
 
 
-def resolve_file(cfg: ml_collections.ConfigDict, filename: str) -> str:
-  """Finds ``filename`` as given, or inside the data directory; raises a clear error."""
-  candidates = [filename]
+def resolve_path(cfg: ml_collections.ConfigDict, name: str | None, key: str,
+                 directory: bool = False) -> str:
+  """Finds file (or ``directory``) ``name`` = ``dataset.<key>`` as given or inside the data
+  directory; raises a DataError saying where it looked and how to point at the data."""
+  kind = "directory" if directory else "file"
+  if not name:
+    raise DataError(f"dataset.{key} is not set: give the path of the dataset {kind}.")
+  candidates = [name]
   root = data_dir(cfg)
-  if root and not os.path.isabs(filename):
-    candidates.insert(0, os.path.join(root, filename))
+  if root and not os.path.isabs(name):
+    candidates.insert(0, os.path.join(root, name))
+  exists = os.path.isdir if directory else os.path.isfile
   for path in candidates:
-    if os.path.isfile(path):
+    if exists(path):
       return path
   where = root or f"(no data_dir: set dataset.data_dir or ${DATA_DIR_ENV})"
   raise DataError(
-      f"Dataset file {filename!r} not found (looked in {where} and the current directory). "
-      f"Pass --config.dataset.data_dir=/path/to/dir or export {DATA_DIR_ENV}=/path/to/dir.")
+      f"Dataset {kind} {name!r} (dataset.{key}) not found (looked in {where} and the current "
+      f"directory). Pass --config.dataset.data_dir=/path/to/dir or export "
+      f"{DATA_DIR_ENV}=/path/to/dir.")
+
+
+def resolve_file(cfg: ml_collections.ConfigDict, filename: str, key: str = "file") -> str:
+  """:func:`resolve_path` for a file."""
+  return resolve_path(cfg, filename, key)
 
 
 def validate_arrays(images: np.ndarray, labels: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
