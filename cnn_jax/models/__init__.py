@@ -28,7 +28,8 @@ from cnn_jax.registry import Registry
 MODELS = Registry("model")
 
 # Importing the family modules registers their variants.
-from cnn_jax.models import alexnet, cifar_resnet, lenet, nin, resnet, simple_cnn, vgg  # noqa: E402,F401
+from cnn_jax.models import (alexnet, cifar_resnet, googlenet, inception_v3, lenet, nin,  # noqa: E402,F401
+                            resnet, simple_cnn, vgg, xception)
 
 
 def create(name: str, **options) -> nn.Module:

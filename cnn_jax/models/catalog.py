@@ -1,5 +1,7 @@
 """The ``models`` command: every registered model with its parameter count."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -31,7 +33,7 @@ def count_params(name: str, **options) -> int:
   shape = input_shape(name)
   variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x),
                              jnp.zeros((1,) + shape))
-  return sum(int(jnp.size(p)) for p in jax.tree.leaves(variables["params"]))
+  return sum(math.prod(p.shape) for p in jax.tree.leaves(variables["params"]))
 
 
 def format_catalog(pattern: str = "*") -> str:

@@ -1,0 +1,34 @@
+"""Every registered model follows the zoo's convention (checked abstractly, no compute)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from cnn_jax import create_model, list_models
+from cnn_jax.errors import CnnJaxError
+from cnn_jax.models import catalog
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_convention(name):
+  shape = catalog.input_shape(name)
+  model = create_model(name, num_classes=7)
+  x = jax.ShapeDtypeStruct((2,) + shape, jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+  logits, features = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  assert logits.shape == (2, 7) and logits.dtype == jnp.float32
+  assert features["pre_logits"].shape[0] == 2 and features["pre_logits"].ndim == 2
+  assert "stage1" in features
+  assert sum(math.prod(p.shape) for p in jax.tree.leaves(variables["params"])) > 0
+
+
+def test_list_models_pattern_and_unknown_name():
+  assert "resnet50" in list_models("resnet*") and "vgg16" not in list_models("resnet*")
+  families = ("lenet5", "simple_cnn", "alexnet", "vgg16_bn", "nin_cifar", "googlenet",
+              "inception_v3", "keras_inception_v3", "resnet152", "keras_resnet50",
+              "cifar_resnet110", "xception")
+  assert set(families) <= set(list_models())
+  with pytest.raises(CnnJaxError, match="Did you mean 'resnet50'"):
+    create_model("resnet5O")
