@@ -6,6 +6,7 @@ Commands:
   eval     --workdir DIR [--checkpoint best|latest|STEP] [--split test|val]
   models   [PATTERN]
   summary  MODEL [--input-size N] [--channels C]
+  bench    --models a,b --batch-size N --image-size S --mode train|infer [--dtype bfloat16]
 """
 
 import argparse
@@ -59,6 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--split", default="test", choices=("test", "val", "train"))
   p = sub.add_parser("models", help="list registered models with parameter counts")
   p.add_argument("pattern", nargs="?", default="*")
+  p = sub.add_parser("bench", help="time train or inference steps on synthetic data (JSON)")
+  p.add_argument("--models", required=True, help="comma-separated model names")
+  p.add_argument("--batch-size", type=int, default=128)
+  p.add_argument("--image-size", type=int, default=32)
+  p.add_argument("--channels", type=int, default=3)
+  p.add_argument("--mode", choices=("train", "infer"), default="train")
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+  p.add_argument("--steps", type=int, default=50, help="steps per timed round")
+  p.add_argument("--repeats", type=int, default=5, help="timed rounds")
+  p.add_argument("--warmup", type=int, default=5)
+  p.add_argument("--num-devices", type=int, default=0)
+  p.add_argument("--peak-tflops", type=float, help="per-device peak for MFU")
+  p.add_argument("--out", help="also write the JSON here")
   p = sub.add_parser("summary", help="per-layer table, parameters and GFLOPs of a model")
   p.add_argument("model")
   p.add_argument("--input-size", type=int, help="image height and width (default: the model's)")
@@ -105,6 +119,16 @@ def run(argv: list[str]) -> int:
   if args.command == "models":
     from cnn_jax.models.catalog import format_catalog
     print(format_catalog(args.pattern))
+    return 0
+  if args.command == "bench":
+    import json
+    from cnn_jax.bench import run_benchmarks
+    results = run_benchmarks(
+        [m.strip() for m in args.models.split(",") if m.strip()], out=args.out,
+        batch_size=args.batch_size, image_size=args.image_size, channels=args.channels,
+        mode=args.mode, dtype=args.dtype, steps=args.steps, repeats=args.repeats,
+        warmup=args.warmup, num_devices=args.num_devices, peak_tflops=args.peak_tflops)
+    print(json.dumps(results, indent=2))
     return 0
   if args.command == "summary":
     from cnn_jax import models

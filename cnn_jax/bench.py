@@ -1,0 +1,279 @@
+"""Throughput, compile time, memory, FLOPs and MFU of a model's train or inference step.
+
+The step is the real one: :func:`cnn_jax.tasks.steps.train_step` of the classification
+task (SGD with momentum, state donated) or :func:`~cnn_jax.tasks.steps.predict`, jitted with the
+same shardings as the train loop over a 1-D ``data`` mesh. Synthetic images ``[B, H, W, C]``
+(float32) and labels ``[B]`` stay on the devices, so the numbers measure the step alone.
+
+Timing: tracing (``lower``) and XLA compilation (``compile``) are timed separately; then
+``warmup`` steps, then ``repeats`` rounds of ``steps`` steps, each round ending in
+``block_until_ready``. Throughput is reported as the median and the min/max over rounds.
+
+FLOPs come from XLA's cost analysis of the compiled step (a multiply-add counts 2). XLA
+reports the program of one device, so the per-step total is that times the device count.
+MFU is achieved FLOP/s over the devices' peak: ``peak_tflops`` per device if given, else
+the dense bf16 peak of known accelerators (:data:`PEAK_TFLOPS`), else ``None`` (CPUs).
+
+Example::
+
+  results = run_benchmarks(["lenet5", "cifar_resnet20"], batch_size=128, mode="train")
+  print(json.dumps(results, indent=2))
+"""
+
+import functools
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import jaxlib
+import ml_collections
+import numpy as np
+import optax
+
+from cnn_jax.errors import CnnJaxError, ShapeError
+from cnn_jax.models import create
+from cnn_jax.models.catalog import input_shape
+from cnn_jax.tasks import get_task, steps as task_steps
+from cnn_jax.train import parallel
+from cnn_jax.train.state import TrainState, check_input_shape, create_train_state
+
+MODES = ("train", "infer")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_OPTIMIZER = optax.sgd(0.01, momentum=0.9)
+
+# Dense bf16 peak TFLOP/s per device, matched in order against ``device.device_kind``.
+PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100", 989.0),  # SXM
+    ("H200", 989.0),
+    ("A100", 312.0),
+)
+
+
+def known_peak_tflops(device: jax.Device) -> float | None:
+  """The dense bf16 peak of ``device`` from :data:`PEAK_TFLOPS`, or None if unknown."""
+  for kind, peak in PEAK_TFLOPS:
+    if kind in device.device_kind:
+      return peak
+  return None
+
+
+def host_cpu() -> str:
+  """The host CPU's model name (from /proc/cpuinfo on Linux)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def spread(values: list[float]) -> dict[str, float]:
+  """``{"median", "min", "max"}`` of timing rounds."""
+  return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def compiled_flops(compiled) -> float | None:
+  """Per-device FLOPs of a ``jax.stages.Compiled`` from XLA's cost analysis (a dict in
+  jax >= 0.4.30, a one-element list before); None if XLA gives no count."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def _peak_memory_mb(devices) -> float | None:
+  """The largest ``peak_bytes_in_use`` over this process's ``devices`` (since the process
+  started), in MiB; None where the runtime has no memory statistics (the CPU backend)."""
+  peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in devices]
+  peaks = [p for p in peaks if p is not None]
+  return max(peaks) / 2**20 if peaks else None
+
+
+@functools.lru_cache(maxsize=8)
+def _init_fn(model, shape: tuple[int, int, int], num_devices: int) -> Callable[[], TrainState]:
+  """The jitted initializer of a replicated train state (SGD with momentum), cached: XLA
+  takes seconds to compile the random initializers, and a train and an infer benchmark
+  of the same model can share it (the train step donates the state, so not the state)."""
+  mesh = parallel.make_mesh(num_devices)
+  return jax.jit(lambda: create_train_state(model, _OPTIMIZER, 0, shape),
+                 out_shardings=parallel.replicated(mesh))
+
+
+def _synthetic_batch(mesh, batch_size: int, shape: tuple[int, int, int], num_classes: int) -> dict:
+  """Images ``[B, H, W, C]`` ~ N(0, 1) and labels ``[B]``, sharded over ``mesh`` (every
+  process builds the same arrays from a fixed seed and keeps its own shards)."""
+  rng = np.random.default_rng(0)
+  host = {"image": rng.standard_normal((batch_size,) + shape, dtype=np.float32),
+          "label": rng.integers(0, num_classes, batch_size, dtype=np.int32)}
+  sharding = parallel.batch_sharded(mesh)
+  return {k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx])
+          for k, v in host.items()}
+
+
+class StepTimer:
+  """One model's compiled train or inference step on synthetic data, ready to time.
+
+  Construction builds the model, the state and the batch and compiles the step (recording
+  ``lower_s`` and ``compile_s``); :meth:`time` runs steps; :meth:`report` summarizes.
+  Arguments are those of :func:`benchmark`, plus ``compiler_options``: XLA debug options
+  for this compilation only, e.g. ``{"xla_cpu_enable_fast_math": True}`` (the same names
+  as in ``XLA_FLAGS``; flags that the runtime reads at start-up have no effect here).
+  """
+
+  def __init__(self, model_name: str, *, batch_size: int = 128, image_size: int = 32,
+               channels: int = 3, mode: str = "train", dtype: str = "float32",
+               num_devices: int = 0, num_classes: int | None = None, donate: bool = True,
+               compiler_options: dict | None = None):
+    if mode not in MODES:
+      raise CnnJaxError(f"bench mode must be one of {', '.join(MODES)}, got {mode!r}.")
+    if dtype not in DTYPES:
+      raise CnnJaxError(f"bench dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
+    if batch_size < 1:
+      raise CnnJaxError(f"bench batch_size must be >= 1, got {batch_size}.")
+    self.settings = {
+        "model": model_name, "mode": mode, "dtype": dtype, "batch_size": batch_size,
+        "image_shape": [image_size, image_size, channels],
+        "num_classes": num_classes or (1000 if image_size >= 128 else 10)}
+    shape = (image_size, image_size, channels)
+    model = create(model_name, num_classes=self.settings["num_classes"], dtype=DTYPES[dtype])
+    try:
+      check_input_shape(model, shape, model_name)
+    except ShapeError as e:
+      typical = "x".join(map(str, input_shape(model_name)))
+      raise ShapeError(f"{e} For bench, choose --image-size/--channels accordingly "
+                       f"({model_name}'s typical input is {typical}).") from None
+
+    mesh = parallel.make_mesh(num_devices)
+    parallel.check_batch_size(batch_size, mesh, "bench batch_size")
+    self.devices = list(mesh.devices.flat)
+    replicated, batch_spec = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    self.state = _init_fn(model, shape, mesh.size)()
+    self.batch = _synthetic_batch(mesh, batch_size, shape, self.settings["num_classes"])
+    if mode == "train":
+      task = get_task(ml_collections.ConfigDict({"train": {"label_smoothing": 0.0}}))
+      step = jax.jit(functools.partial(task_steps.train_step, task=task),
+                     in_shardings=(replicated, batch_spec), out_shardings=replicated,
+                     donate_argnums=0 if donate else ())
+    else:
+      step = jax.jit(task_steps.predict, in_shardings=(replicated, batch_spec),
+                     out_shardings=batch_spec)
+    self.inputs = self.batch if mode == "train" else self.batch["image"]
+    start = time.perf_counter()
+    lowered = step.lower(self.state, self.inputs)
+    self.lower_s = time.perf_counter() - start
+    start = time.perf_counter()
+    self.compiled = lowered.compile(compiler_options)
+    self.compile_s = time.perf_counter() - start
+
+  def time(self, steps: int) -> float:
+    """Runs ``steps`` steps, waits for them, and returns the seconds per step."""
+    start = time.perf_counter()
+    if self.settings["mode"] == "train":
+      for _ in range(steps):
+        self.state = self.compiled(self.state, self.inputs)
+      jax.block_until_ready(self.state)
+    else:
+      jax.block_until_ready([self.compiled(self.state, self.inputs) for _ in range(steps)])
+    return (time.perf_counter() - start) / max(steps, 1)
+
+  def report(self, seconds: list[float], peak_tflops: float | None = None) -> dict:
+    """The JSON-serializable summary of rounds that took ``seconds`` per step (see
+    :func:`benchmark`)."""
+    devices, batch_size = self.devices, self.settings["batch_size"]
+    per_device_flops = compiled_flops(self.compiled)
+    gflops = per_device_flops * len(devices) / 1e9 if per_device_flops is not None else None
+    achieved = gflops / statistics.median(seconds) / 1e3 if gflops is not None else None
+    peak = peak_tflops or known_peak_tflops(devices[0])
+    notes = []
+    peak_memory = _peak_memory_mb([d for d in devices if d.process_index == jax.process_index()])
+    if peak_memory is None:
+      notes.append(f"{devices[0].platform} reports no memory_stats(): peak_memory_mb is null; "
+                   "xla_memory_mb is XLA's static per-device estimate")
+    else:
+      notes.append("peak_memory_mb is the largest device peak since the process started "
+                   "(earlier benchmarks in the same process count)")
+    if peak is None:
+      notes.append(f"no known peak for {devices[0].device_kind!r}: pass peak_tflops for MFU")
+    memory = self.compiled.memory_analysis()
+    return {
+        **self.settings,
+        "params": sum(int(p.size) for p in jax.tree.leaves(self.state.params)),
+        "num_devices": len(devices),
+        "images_per_s": spread([batch_size / s for s in seconds]),
+        "ms_per_step": spread([s * 1e3 for s in seconds]),
+        "lower_s": self.lower_s, "compile_s": self.compile_s,
+        "gflops_per_step": gflops, "achieved_tflops": achieved, "peak_tflops": peak,
+        "mfu": achieved / (peak * len(devices)) if achieved is not None and peak else None,
+        "peak_memory_mb": peak_memory,
+        "xla_memory_mb": None if memory is None else {
+            "arguments": memory.argument_size_in_bytes / 2**20,
+            "outputs": memory.output_size_in_bytes / 2**20,
+            "temp": memory.temp_size_in_bytes / 2**20},
+        "notes": notes,
+        "device": {"platform": devices[0].platform, "kind": devices[0].device_kind,
+                   "host_cpu": host_cpu(), "host_cores": os.cpu_count()},
+        "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
+                     "flax": flax.__version__, "python": platform.python_version()},
+    }
+
+
+def benchmark(model_name: str, *, batch_size: int = 128, image_size: int = 32,
+              channels: int = 3, mode: str = "train", dtype: str = "float32", steps: int = 50,
+              warmup: int = 5, repeats: int = 5, num_devices: int = 0,
+              num_classes: int | None = None, peak_tflops: float | None = None,
+              donate: bool = True) -> dict:
+  """Times ``mode`` ("train" or "infer") steps of ``model_name`` on synthetic data.
+
+  Args:
+    model_name: a registered model.
+    batch_size: the global batch, split over the devices (must divide evenly).
+    image_size, channels: images are ``[batch_size, image_size, image_size, channels]``.
+    mode: "train" (forward, backward, SGD-momentum update) or "infer" (forward only).
+    dtype: "float32", or "bfloat16" for bf16 compute with float32 parameters and logits.
+    steps, warmup, repeats: ``repeats`` timed rounds of ``steps`` steps after ``warmup``.
+    num_devices: devices in the mesh (0 = all).
+    num_classes: classifier size; default 1000 for images of 128 pixels or more, else 10.
+    peak_tflops: per-device peak for the MFU; default from :data:`PEAK_TFLOPS`.
+    donate: let the train step reuse the state's buffers (as the train loop does).
+
+  Returns:
+    A JSON-serializable dict: the settings, ``params``, ``images_per_s`` and
+    ``ms_per_step`` (each ``{"median", "min", "max"}`` over rounds), ``lower_s``,
+    ``compile_s``, ``gflops_per_step`` (all devices), ``achieved_tflops``,
+    ``peak_tflops``, ``mfu``, ``peak_memory_mb`` (null on CPU), ``xla_memory_mb``
+    (XLA's per-device estimate), ``notes``, the device and the library versions.
+
+  Raises:
+    CnnJaxError: an unknown model, mode or dtype, bad step counts, a batch that does not
+      split over the devices, or an image size the model cannot take.
+  """
+  if min(steps, repeats) < 1 or warmup < 0:
+    raise CnnJaxError("bench needs steps >= 1, repeats >= 1 and warmup >= 0.")
+  timer = StepTimer(model_name, batch_size=batch_size, image_size=image_size,
+                    channels=channels, mode=mode, dtype=dtype, num_devices=num_devices,
+                    num_classes=num_classes, donate=donate)
+  timer.time(warmup)
+  seconds = [timer.time(steps) for _ in range(repeats)]
+  return {**timer.report(seconds, peak_tflops), "steps": steps, "warmup": warmup,
+          "repeats": repeats}
+
+
+def run_benchmarks(models: list[str], *, out: str | None = None, **options) -> list[dict]:
+  """:func:`benchmark` for each model with the same ``options``; writes the list as JSON
+  to ``out`` if given. An unknown model name fails before anything is timed."""
+  for name in models:
+    create(name)  # an unknown name fails now, not after minutes of timing
+  results = [benchmark(name, **options) for name in models]
+  if out:
+    with open(out, "w") as f:
+      json.dump(results, f, indent=2)
+  return results
