@@ -17,13 +17,19 @@ momentum 0.9), float32, batch norm in training mode, on a fixed synthetic batch:
 The PyTorch modules are written here (torchvision does not import next to the CPU torch
 build); their parameter counts are checked against cnn_jax's.
 
+``--jax-variants`` adds JAX contenders (bfloat16 compute, no donation, XLA CPU options; see
+``JAX_VARIANTS``), each also compared with the default JAX step round by round. Setting
+``XLA_FLAGS`` instead applies a flag to every JAX contender.
+
 Usage (torch is an optional dependency: ``pip install torch==2.13.0``, a CPU build)::
 
-  python benchmarks/pytorch_vs_jax.py --models lenet5,cifar_resnet20,resnet18 --rounds 5
-  python benchmarks/pytorch_vs_jax.py --models cifar_resnet20 --jax-variants bfloat16,no_donate
-  XLA_FLAGS=--xla_cpu_multi_thread_eigen=false python benchmarks/pytorch_vs_jax.py ...
+  python benchmarks/pytorch_vs_jax.py --models lenet5,cifar_resnet20,resnet18 --rounds 5 \
+      --jax-variants bfloat16 --torch-threads 1,2
+  taskset -c 0 python benchmarks/pytorch_vs_jax.py --torch-threads 1   # one core each
+  python benchmarks/pytorch_vs_jax.py --models cifar_resnet20 --jax-variants ynn_eltwise,ynn_off
 
-Prints one JSON document (``--out`` also writes it to a file).
+Prints one JSON document (``--out`` also writes it to a file). Results and commands:
+``benchmarks/RESULTS.md``.
 """
 
 import argparse
@@ -267,10 +273,13 @@ def main(argv=None) -> None:
   unknown = [v for v in variants if v not in JAX_VARIANTS]
   if unknown:
     parser.error(f"unknown --jax-variants {unknown}; choose from {list(JAX_VARIANTS)}")
+  models = args.models.split(",")
+  if any(m not in SETTINGS for m in models):
+    parser.error(f"--models must be among {', '.join(SETTINGS)}")
   start_env = environment()
   results = [compare(name, args.rounds, variants, torch_threads, args.round_seconds,
                      args.batch_size)
-             for name in args.models.split(",")]
+             for name in models]
   report = {"command": " ".join(["python", *sys.argv]), "environment": start_env,
             "load_average_1m_at_end": os.getloadavg()[0], "results": results}
   text = json.dumps(report, indent=2)

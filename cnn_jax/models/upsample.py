@@ -10,11 +10,13 @@
   resolution (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts").
 * ``"pixel_shuffle"``: a ``k x k`` convolution to ``features * f * f`` channels at the input
   resolution, then :func:`pixel_shuffle` (depth-to-space; Shi et al. 2016, "sub-pixel
-  convolution"). It can express every stride-``f`` transposed convolution with a kernel
-  of up to ``k * f`` taps, at the cost of ``f * f`` times the channels of one convolution.
+  convolution"). Each of its ``f * f`` output phases has its own ``k x k`` kernel, so it can
+  express any stride-``f`` transposed convolution with kernels of up to ``k * f`` taps; it
+  costs about the FLOPs of ``resize_conv``.
 
-The default is the fastest of the three in ``benchmarks/upsampling.py`` (forward and
-backward at decoder shapes on CPU; see ``benchmarks/RESULTS.md``).
+The default, ``pixel_shuffle``, was the fastest of the three at every decoder shape of
+``benchmarks/upsampling.py`` (forward and backward on CPU, 2.5-4.8x faster than
+``transpose``; see ``benchmarks/RESULTS.md``).
 """
 
 from typing import Any
@@ -61,15 +63,17 @@ class Upsample(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    if self.method not in METHODS:
+      raise ConfigError(f"Upsample method must be one of {', '.join(METHODS)}, "
+                        f"got {self.method!r}.")
     f, k = self.factor, (self.kernel_size, self.kernel_size)
-    conv = lambda features: nn.Conv(features, k, padding="SAME", use_bias=self.use_bias,  # noqa: E731
-                                    dtype=self.dtype, name="conv")
     x = x.astype(self.dtype)
     if self.method == "transpose":
       return nn.ConvTranspose(self.features, k, (f, f), padding="SAME", use_bias=self.use_bias,
                               dtype=self.dtype, name="conv")(x)
     if self.method == "resize_conv":
-      return conv(self.features)(nearest_resize(x, f))
-    if self.method == "pixel_shuffle":
-      return pixel_shuffle(conv(self.features * f * f)(x), f)
-    raise ConfigError(f"Upsample method must be one of {', '.join(METHODS)}, got {self.method!r}.")
+      x = nearest_resize(x, f)
+    features = self.features * f * f if self.method == "pixel_shuffle" else self.features
+    y = nn.Conv(features, k, padding="SAME", use_bias=self.use_bias, dtype=self.dtype,
+                name="conv")(x)
+    return pixel_shuffle(y, f) if self.method == "pixel_shuffle" else y
