@@ -66,15 +66,20 @@ def load_config(path: str) -> ml_collections.ConfigDict:
   return config
 
 
-def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
-  """All dotted leaf keys, e.g. ``["dataset.name", "optimizer.learning_rate", ...]``."""
-  keys = []
+def flat_items(config, prefix: str = "") -> dict:
+  """``{"dataset.name": value, ...}`` for a ConfigDict or a nested plain dict."""
+  items = {}
   for k, v in config.items():
-    if isinstance(v, ml_collections.ConfigDict):
-      keys += flat_keys(v, f"{prefix}{k}.")
+    if isinstance(v, (ml_collections.ConfigDict, dict)):
+      items.update(flat_items(v, f"{prefix}{k}."))
     else:
-      keys.append(f"{prefix}{k}")
-  return keys
+      items[f"{prefix}{k}"] = v
+  return items
+
+
+def flat_keys(config: ml_collections.ConfigDict) -> list[str]:
+  """All dotted leaf keys, e.g. ``["dataset.name", "optimizer.learning_rate", ...]``."""
+  return list(flat_items(config))
 
 
 def _parse_value(text: str, current, key: str):

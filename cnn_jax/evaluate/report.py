@@ -10,6 +10,7 @@ import html
 import math
 import os
 
+from cnn_jax.config import flat_items
 from cnn_jax.evaluate.diagnose import Diagnosis
 
 # Per-epoch rows shown in the training table; longer histories are thinned evenly.
@@ -52,18 +53,8 @@ def _fmt(value) -> str:
   return str(value)
 
 
-def _flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
-  items = []
-  for key, value in d.items():
-    if isinstance(value, dict):
-      items += _flatten(value, f"{prefix}{key}.")
-    else:
-      items.append((f"{prefix}{key}", value))
-  return items
-
-
 def _key_value_table(d: dict) -> tuple:
-  return ("table", ["key", "value"], [[k, _fmt(v)] for k, v in _flatten(d)])
+  return ("table", ["key", "value"], [[k, _fmt(v)] for k, v in flat_items(d).items()])
 
 
 def _history_table(history: list[dict]) -> tuple:

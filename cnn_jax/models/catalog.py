@@ -1,5 +1,6 @@
 """The ``models`` command: every registered model with its parameter count."""
 
+import functools
 import math
 
 import jax
@@ -11,6 +12,7 @@ from cnn_jax.models import MODELS, create
 _FALLBACK_SHAPES = ((224, 224, 3), (299, 299, 3), (32, 32, 3))
 
 
+@functools.lru_cache(maxsize=None)  # the fallback probes trace the model: do it once per name
 def input_shape(name: str) -> tuple[int, int, int]:
   """A typical input ``(H, W, C)`` for model ``name``: its registered one, else the first
   of 224x224, 299x299, 32x32 RGB that the model accepts."""

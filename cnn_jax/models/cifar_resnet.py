@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from cnn_jax.errors import ConfigError
 from cnn_jax.models import MODELS
-from cnn_jax.models.layers import batch_norm, classifier_output, global_avg_pool
+from cnn_jax.models.layers import batch_norm, pooled_classifier
 from cnn_jax.models.resnet import KAIMING_FAN_OUT, BasicBlock
 
 
@@ -64,10 +64,7 @@ class CifarResNet(nn.Module):
                        zero_init_residual=self.zero_init_residual, dtype=self.dtype,
                        name=f"layer{s + 1}_{b}")(x, train)
       features[f"stage{s + 1}"] = x
-    x = global_avg_pool(x)
-    features["pre_logits"] = x
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
-    return classifier_output(logits), features
+    return pooled_classifier(x, features, self.num_classes, train=train, dtype=self.dtype)
 
 
 @MODELS.register("cifar_resnet20", input_shape=(32, 32, 3))

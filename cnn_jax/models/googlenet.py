@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from cnn_jax.errors import ShapeError
 from cnn_jax.models import MODELS
 from cnn_jax.models.layers import (ConvBN, adaptive_avg_pool, classifier_output, flatten_chw,
-                                    global_avg_pool)
+                                    pooled_classifier)
 
 MIN_SIZE = 15
 
@@ -155,11 +155,8 @@ class GoogLeNet(nn.Module):
           features[aux] = InceptionAux(self.num_classes, self.aux_dropout_rate, self.dtype,
                                        name=aux)(x, train)
       features[f"stage{stage}"] = x
-    x = global_avg_pool(x)
-    features["pre_logits"] = x
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
-    return classifier_output(logits), features
+    return pooled_classifier(x, features, self.num_classes, train=train, dtype=self.dtype,
+                             dropout_rate=self.dropout_rate)
 
 
 @MODELS.register("googlenet")

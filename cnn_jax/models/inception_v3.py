@@ -45,7 +45,8 @@ import jax.numpy as jnp
 
 from cnn_jax.errors import ShapeError
 from cnn_jax.models import MODELS
-from cnn_jax.models.layers import batch_norm, classifier_output, global_avg_pool
+from cnn_jax.models.layers import (batch_norm, classifier_output, global_avg_pool,
+                                    pooled_classifier)
 
 MIN_SIZE = 75
 MIN_SIZE_AUX = 299
@@ -272,11 +273,8 @@ class InceptionV3(nn.Module):
     x = InceptionE(conv, pad, name="Mixed_7b")(x, train)
     x = InceptionE(conv, pad, name="Mixed_7c")(x, train)
     features["stage5"] = x
-    x = global_avg_pool(x)
-    features["pre_logits"] = x
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
-    return classifier_output(logits), features
+    return pooled_classifier(x, features, self.num_classes, train=train, dtype=self.dtype,
+                             dropout_rate=self.dropout_rate)
 
 
 # keras.applications.InceptionV3: no batch-norm scale, Keras's momentum, pools that skip

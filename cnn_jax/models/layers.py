@@ -93,3 +93,20 @@ def adaptive_avg_pool(x: jnp.ndarray, output_size: tuple[int, int]) -> jnp.ndarr
 def flatten_chw(x: jnp.ndarray) -> jnp.ndarray:
   """``[B, H, W, C] -> [B, C * H * W]`` in PyTorch's channel-major order."""
   return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+
+
+def pooled_classifier(x: jnp.ndarray, features: dict, num_classes: int, *, train: bool,
+                      dtype: Any, name: str = "fc", dropout_rate: float = 0.0,
+                      kernel_init: Any = None) -> tuple[jnp.ndarray, dict]:
+  """The common head: global average pool -> (dropout) -> Dense, inside a compact module.
+
+  ``[B, H, W, C] -> [B, num_classes]`` float32 logits; records ``features["pre_logits"]``
+  (``[B, C]``) and returns ``(logits, features)``.
+  """
+  x = global_avg_pool(x)
+  features["pre_logits"] = x
+  if dropout_rate:
+    x = nn.Dropout(dropout_rate, deterministic=not train)(x)
+  init = {} if kernel_init is None else {"kernel_init": kernel_init}
+  logits = nn.Dense(num_classes, dtype=dtype, name=name, **init)(x)
+  return classifier_output(logits), features

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 
 from cnn_jax.errors import ConfigError
 from cnn_jax.models import MODELS
-from cnn_jax.models.layers import KAIMING_FAN_OUT, batch_norm, classifier_output, global_avg_pool
+from cnn_jax.models.layers import KAIMING_FAN_OUT, batch_norm, pooled_classifier
 
 
 
@@ -174,10 +174,8 @@ class ResNet(nn.Module):
       for b in range(num_blocks):
         x = block(64 * 2**s, 2 if s > 0 and b == 0 else 1, name=f"layer{s + 1}_{b}")(x, train)
       features[f"stage{s + 1}"] = x
-    x = global_avg_pool(x)
-    features["pre_logits"] = x
-    logits = nn.Dense(self.num_classes, kernel_init=v.dense_init, dtype=self.dtype, name="fc")(x)
-    return classifier_output(logits), features
+    return pooled_classifier(x, features, self.num_classes, train=train, dtype=self.dtype,
+                             kernel_init=v.dense_init)
 
 
 @MODELS.register("resnet18")

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from cnn_jax.errors import ShapeError
 from cnn_jax.models import MODELS
-from cnn_jax.models.layers import batch_norm, classifier_output, global_avg_pool
+from cnn_jax.models.layers import batch_norm, pooled_classifier
 
 MIN_SIZE = 71
 
@@ -109,11 +109,8 @@ class Xception(nn.Module):
     x = nn.relu(sepconv_bn(x, 1536, "block14_sepconv1"))
     x = nn.relu(sepconv_bn(x, 2048, "block14_sepconv2"))
     features["stage5"] = x
-    x = global_avg_pool(x)
-    features["pre_logits"] = x
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="predictions")(x)
-    return classifier_output(logits), features
+    return pooled_classifier(x, features, self.num_classes, train=train, dtype=self.dtype,
+                             name="predictions", dropout_rate=self.dropout_rate)
 
 
 @MODELS.register("xception")

@@ -8,7 +8,6 @@ with exactly the same parameters and metrics as an uninterrupted run.
 
 import dataclasses
 import functools
-import json
 import os
 import time
 from typing import Any
@@ -46,10 +45,8 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> Non
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
-    old = config_lib.to_dict(config_lib.load_json(path))
-    new = config_lib.to_dict(config)
-    old_flat = dict(_flatten(old))
-    new_flat = dict(_flatten(new))
+    old_flat = config_lib.flat_items(config_lib.to_dict(config_lib.load_json(path)))
+    new_flat = config_lib.flat_items(config_lib.to_dict(config))
     changed = sorted(k for k in old_flat.keys() | new_flat.keys()
                      if old_flat.get(k) != new_flat.get(k))
     if changed:
@@ -59,14 +56,6 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> Non
           "--workdir, or repeat the original command to resume.")
     return
   config_lib.save_json(config, path)
-
-
-def _flatten(d: dict, prefix: str = ""):
-  for k, v in d.items():
-    if isinstance(v, dict):
-      yield from _flatten(v, f"{prefix}{k}.")
-    else:
-      yield f"{prefix}{k}", v
 
 
 def _round_up(n: int, multiple: int) -> int:
