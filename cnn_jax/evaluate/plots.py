@@ -209,7 +209,12 @@ def plot_per_class(per_class: dict, path: str, *, class_names: Sequence[str] | N
   fontsize = max(5, min(9, 500 / k))
   ax.set_yticks(y, [f"{n} (n={s})" for n, s in zip(names, support)], fontsize=fontsize)
   ax.invert_yaxis()
-  ax.set_xlim(0, 1)
+  # Zoom in when every class is good, so differences between classes stay visible.
+  low = min(precision.min(initial=1.0), recall.min(initial=1.0))
+  ax.set_xlim(np.floor(max(low - 0.02, 0.0) * 20) / 20 if low > 0.5 else 0.0, 1.0)
+  for i, (p, r) in enumerate(zip(precision, recall)):
+    ax.text(1.0, i, f" P {p:.3f}  R {r:.3f}", va="center", fontsize=max(5, fontsize - 1),
+            transform=ax.get_yaxis_transform())
   ax.set_ylim(k - 0.5, -0.5)
   ax.grid(axis="x", alpha=0.3)
   ax.legend(loc="lower left", bbox_to_anchor=(0, 1), ncols=2, fontsize=8, frameon=False)
