@@ -7,7 +7,7 @@ import pytest
 from sklearn import metrics as skm
 
 from cnn_jax.errors import DataError
-from cnn_jax.evaluate import metrics as M
+from cnn_jax.metrics import classification as M
 
 K = 5
 update = jax.jit(M.update)

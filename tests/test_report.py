@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 
-from cnn_jax.evaluate import metrics as M
-from cnn_jax.evaluate import plots
+from cnn_jax.metrics import classification as M
+from cnn_jax.figures import classification as plots
 from cnn_jax.evaluate.diagnose import diagnose
 from cnn_jax.evaluate.report import write_report
 

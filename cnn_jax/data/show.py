@@ -31,7 +31,7 @@ def show_data(config: ml_collections.ConfigDict, out_path: str, num_images: int 
     captions = [f"{names[int(t.argmax())]} ({t.max():.2f})" for t in targets]
   else:
     captions = [names[int(t)] for t in targets]
-  from cnn_jax.evaluate.plots import plot_image_grid
+  from cnn_jax.figures.classification import plot_image_grid
   os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
   section = config.get("augment")
   what = ", ".join(f"{k}={v}" for k, v in section.items() if v) if section else "none"

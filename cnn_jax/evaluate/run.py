@@ -12,7 +12,7 @@ import numpy as np
 
 from cnn_jax import config as config_lib
 from cnn_jax.data import pipeline
-from cnn_jax.evaluate import metrics as metrics_lib
+from cnn_jax.metrics import classification as metrics_lib
 from cnn_jax.evaluate.diagnose import diagnose
 from cnn_jax.evaluate.report import write_report
 from cnn_jax.errors import CnnJaxError
@@ -50,7 +50,7 @@ class Evaluator:
 def write_split_figures(out_dir: str, split: str, results: dict, probs: np.ndarray,
                         images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
   """Confusion matrices, ROC/PR curves, per-class bars and misclassified examples."""
-  from cnn_jax.evaluate import plots
+  from cnn_jax.figures import classification as plots
   os.makedirs(out_dir, exist_ok=True)
   path = lambda name: os.path.join(out_dir, f"{split}_{name}.png")  # noqa: E731
   figures = {
@@ -101,7 +101,7 @@ def evaluate_and_report(workdir: str, config, data, state, evaluator: Evaluator,
     json.dump(metrics_lib.to_jsonable({**results, "class_names": data.class_names,
                                        "curves": curves}), f, indent=1)
 
-  from cnn_jax.evaluate import plots
+  from cnn_jax.figures import classification as plots
   history = read_history(workdir)
   if history:
     figures = {"learning_curves": plots.plot_learning_curves(

@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from cnn_jax.evaluate import metrics
+from cnn_jax.metrics import classification as metrics
 from cnn_jax.tasks import Task
 from cnn_jax.train.state import TrainState
 
