@@ -37,9 +37,10 @@ def test_split_is_deterministic_and_saved(tmp_path):
 
 def test_own_test_split_is_kept_whole():
   rng = np.random.default_rng(0)
-  data = sources.ArrayData(rng.integers(0, 255, (100, 4, 4, 1), np.uint8), np.arange(100) % 5,
-                           rng.integers(0, 255, (30, 4, 4, 1), np.uint8), np.arange(30) % 5,
-                           list("abcde"))
+  data = sources.ArrayData.labelled(rng.integers(0, 255, (100, 4, 4, 1), np.uint8),
+                                   np.arange(100) % 5,
+                                   rng.integers(0, 255, (30, 4, 4, 1), np.uint8),
+                                   np.arange(30) % 5, list("abcde"))
   config = digits_config()
   config.dataset.test_fraction = 0.0
   chosen = splits.choose_indices(data, config.dataset, 0)

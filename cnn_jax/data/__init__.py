@@ -91,9 +91,9 @@ def select_classes(data: sources.ArrayData, classes) -> sources.ArrayData:
     mask = lookup[y] >= 0
     return x[mask], lookup[y[mask]]
 
-  return sources.ArrayData(*keep(data.train_images, data.train_labels),
-                           *keep(data.test_images, data.test_labels),
-                           [data.class_names[i] for i in index])
+  return sources.ArrayData.labelled(*keep(data.train_images, data.train_labels),
+                                   *keep(data.test_images, data.test_labels),
+                                   [data.class_names[i] for i in index])
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str | None) -> PreparedData:

@@ -149,4 +149,4 @@ def load_image_folder(cfg: ml_collections.ConfigDict) -> ArrayData:
   x_test = y_test = None
   if cfg.get("test_directory"):
     x_test, y_test, _ = _read_folder(cfg, "test_directory", classes)
-  return ArrayData(x_train, y_train, x_test, y_test, classes)
+  return ArrayData.labelled(x_train, y_train, x_test, y_test, classes)

@@ -139,7 +139,7 @@ def load_idx(cfg: ml_collections.ConfigDict) -> ArrayData:
       raise DataError(f"idx: test images {list(x_test.shape[1:])} differ in shape from train "
                       f"images {list(x_train.shape[1:])}.")
   num_classes = int(max(y_train.max(), -1 if y_test is None else y_test.max())) + 1
-  return ArrayData(x_train, y_train, x_test, y_test,
+  return ArrayData.labelled(x_train, y_train, x_test, y_test,
                    _class_names(cfg, num_classes, "idx"))
 
 
@@ -232,7 +232,7 @@ def load_cifar_batches(cfg: ml_collections.ConfigDict) -> ArrayData:
   names = [str(n) for n in meta.get(names_key, [])]
   if len(names) < num_classes:
     names = _class_names(cfg, num_classes, root)
-  return ArrayData(x_train, y_train, x_test, y_test, names)
+  return ArrayData.labelled(x_train, y_train, x_test, y_test, names)
 
 
 # ------------------------------------------------------------------- JPEG-CIFAR npz
@@ -340,4 +340,4 @@ def load_cifar10_jpeg(cfg: ml_collections.ConfigDict) -> ArrayData:
   num_classes = int(max(y_train.max(), -1 if y_test is None else y_test.max())) + 1
   names = ([str(n) for n in arrays["class_names"]] if "class_names" in arrays
            else _class_names(cfg, num_classes, path))
-  return ArrayData(x_train, y_train, x_test, y_test, names)
+  return ArrayData.labelled(x_train, y_train, x_test, y_test, names)

@@ -25,20 +25,49 @@ DATA_DIR_ENV = "CNN_JAX_DATA_DIR"
 
 @dataclasses.dataclass
 class ArrayData:
-  """A labelled image dataset held in memory.
+  """An image dataset held in memory: a dict of arrays per source split.
+
+  Each split is a dict of arrays that share their first axis ``N``. Keys and kinds:
+
+  * ``"image"``: uint8 ``[N, H, W, C]`` in 0..255 (always present).
+  * ``"label"``: int32 ``[N]`` class indices (classification; used to stratify splits).
+  * ``"mask"``: int32 ``[N, H, W]`` per-pixel class indices (segmentation).
+  * ``"boxes"``: float32 ``[N, M, 4]`` boxes ``(y_min, x_min, y_max, x_max)`` as fractions
+    of the image height and width, padded to a fixed ``M``; ``"box_classes"`` int32
+    ``[N, M]``; ``"box_valid"`` bool ``[N, M]`` marks the real boxes (detection).
 
   Attributes:
-    train_images: uint8 ``[N, H, W, C]`` in 0..255.
-    train_labels: int32 ``[N]`` class indices.
-    test_images: uint8 ``[M, H, W, C]`` when the dataset has its own test split, else None.
-    test_labels: int32 ``[M]`` or None.
-    class_names: one name per class.
+    train: the source's training arrays.
+    test: its own test split, or None (then the test set is held out of ``train``).
+    class_names: one name per class (of labels, mask pixels or boxes).
   """
-  train_images: np.ndarray
-  train_labels: np.ndarray
-  test_images: np.ndarray | None
-  test_labels: np.ndarray | None
+  train: dict[str, np.ndarray]
+  test: dict[str, np.ndarray] | None
   class_names: list[str]
+
+  @classmethod
+  def labelled(cls, train_images: np.ndarray, train_labels: np.ndarray,
+               test_images: np.ndarray | None, test_labels: np.ndarray | None,
+               class_names: list[str]) -> "ArrayData":
+    """A classification dataset from image ``[N, H, W, C]`` and label ``[N]`` arrays."""
+    test = None if test_images is None else {"image": test_images, "label": test_labels}
+    return cls({"image": train_images, "label": train_labels}, test, list(class_names))
+
+  @property
+  def train_images(self) -> np.ndarray:
+    return self.train["image"]
+
+  @property
+  def train_labels(self) -> np.ndarray | None:
+    return self.train.get("label")
+
+  @property
+  def test_images(self) -> np.ndarray | None:
+    return None if self.test is None else self.test["image"]
+
+  @property
+  def test_labels(self) -> np.ndarray | None:
+    return None if self.test is None else self.test.get("label")
 
   @property
   def num_classes(self) -> int:
@@ -110,7 +139,7 @@ def load_digits(cfg: ml_collections.ConfigDict) -> ArrayData:
   from sklearn.datasets import load_digits as sk_load_digits
   digits = sk_load_digits()
   images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-  return ArrayData(images, digits.target.astype(np.int32), None, None,
+  return ArrayData.labelled(images, digits.target.astype(np.int32), None, None,
                    [str(i) for i in range(10)])
 
 
@@ -144,7 +173,7 @@ def load_npz(cfg: ml_collections.ConfigDict) -> ArrayData:
   names = list(cfg.get("class_names") or [])
   if "class_names" in arrays:
     names = [str(n) for n in arrays["class_names"]]
-  return ArrayData(x_train, y_train, x_test, y_test,
+  return ArrayData.labelled(x_train, y_train, x_test, y_test,
                    names or [str(i) for i in range(num_classes)])
 
 
@@ -213,7 +242,7 @@ def load_tfds(cfg: ml_collections.ConfigDict) -> ArrayData:
   if "test" in splits or (not splits and _readable(name, root, "test")):  # mocks list no splits
     x_test, y_test = read("test")
   names = builder.info.features[label_key].names
-  return ArrayData(x_train, y_train, x_test, y_test, list(names))
+  return ArrayData.labelled(x_train, y_train, x_test, y_test, list(names))
 
 
 def load(cfg: ml_collections.ConfigDict) -> ArrayData:
