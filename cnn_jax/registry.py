@@ -2,9 +2,15 @@
 
 import difflib
 import fnmatch
+import re
 from typing import Callable, Iterator
 
 from cnn_jax.errors import CnnJaxError
+
+
+def natural_key(name: str) -> tuple:
+  """Sort key that orders digit runs by value: ``resnet18 < resnet34 < resnet101``."""
+  return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
 class Registry:
@@ -44,7 +50,7 @@ class Registry:
       hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
       raise CnnJaxError(
           f"Unknown {self.kind} {name!r}.{hint} Known {self.kind}s: "
-          f"{', '.join(sorted(self._entries))}.")
+          f"{', '.join(self.names())}.")
     return self._entries[name]
 
   def info(self, name: str) -> dict:
@@ -53,8 +59,9 @@ class Registry:
     return self._info[name]
 
   def names(self, pattern: str = "*") -> list[str]:
-    """Sorted registered names matching a shell-style ``pattern`` (e.g. ``"resnet*"``)."""
-    return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+    """Registered names matching a shell-style ``pattern`` (e.g. ``"resnet*"``), in natural
+    order (:func:`natural_key`)."""
+    return sorted((n for n in self._entries if fnmatch.fnmatch(n, pattern)), key=natural_key)
 
   def __contains__(self, name: str) -> bool:
     return name in self._entries

@@ -61,6 +61,6 @@ class AlexNet(nn.Module):
     return classifier_output(dense(self.num_classes, 6)(x)), features
 
 
-@MODELS.register("alexnet")
+@MODELS.register("alexnet", input_shape=(224, 224, 3))
 def alexnet(**kw) -> AlexNet:
   return AlexNet(**kw)

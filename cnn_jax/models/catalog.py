@@ -1,45 +1,42 @@
-"""The ``models`` command: every registered model with its parameter count."""
+"""The ``models`` command and each model's native input: every registered model with its
+input shape ``(H, W, C)`` (kept with its registration) and its parameter count."""
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 
+from cnn_jax.errors import CnnJaxError
 from cnn_jax.models import MODELS, create
 
-# Tried in order for models registered without an ``input_shape``.
-_FALLBACK_SHAPES = ((224, 224, 3), (299, 299, 3), (32, 32, 3))
 
+def input_shape(name: str, image_size: int | None = None,
+                channels: int | None = None) -> tuple[int, int, int]:
+  """The input ``(H, W, C)`` of model ``name``: its registered native shape, with height and
+  width replaced by ``image_size`` and channels by ``channels`` where given.
 
-@functools.lru_cache(maxsize=None)  # the fallback probes trace the model: do it once per name
-def input_shape(name: str) -> tuple[int, int, int]:
-  """A typical input ``(H, W, C)`` for model ``name``: its registered one, else the first
-  of 224x224, 299x299, 32x32 RGB that the model accepts."""
-  registered = MODELS.info(name).get("input_shape")
-  if registered:
-    return tuple(registered)
-  model = create(name)
-  for shape in _FALLBACK_SHAPES:
-    try:
-      jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), jnp.zeros((1,) + shape))
-      return shape
-    except Exception:  # too small or too large for this architecture; try the next size
-      continue
-  raise ValueError(f"no standard input shape fits model {name!r}")
+  Raises:
+    CnnJaxError: an unknown model, or one registered without ``input_shape``.
+  """
+  native = MODELS.info(name).get("input_shape")
+  if not native:
+    raise CnnJaxError(f"Model {name!r} has no native input size: register it with "
+                      f"@MODELS.register({name!r}, input_shape=(H, W, C)).")
+  height, width, native_channels = native
+  return (image_size or height, image_size or width, channels or native_channels)
 
 
 def count_params(name: str, **options) -> int:
-  """Number of trainable parameters of ``create(name, **options)`` (computed abstractly)."""
+  """Number of trainable parameters of ``create(name, **options)`` on its native input
+  (one abstract ``init``: no memory is spent on the weights)."""
   model = create(name, **options)
-  shape = input_shape(name)
-  variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x),
-                             jnp.zeros((1,) + shape))
+  x = jax.ShapeDtypeStruct((1,) + input_shape(name), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
   return sum(math.prod(p.shape) for p in jax.tree.leaves(variables["params"]))
 
 
 def format_catalog(pattern: str = "*") -> str:
-  """A table of model names, default input shapes and parameter counts."""
+  """A table of model names (natural order), native input shapes and parameter counts."""
   rows = [(name, "x".join(map(str, input_shape(name))), f"{count_params(name):,}")
           for name in MODELS.names(pattern)]
   if not rows:

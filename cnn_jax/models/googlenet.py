@@ -159,6 +159,6 @@ class GoogLeNet(nn.Module):
                              dropout_rate=self.dropout_rate)
 
 
-@MODELS.register("googlenet")
+@MODELS.register("googlenet", input_shape=(224, 224, 3))
 def googlenet(**kw) -> GoogLeNet:
   return GoogLeNet(**kw)

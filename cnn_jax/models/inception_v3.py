@@ -283,11 +283,11 @@ KERAS = dict(aux_logits=False, dropout_rate=0.0, bn_scale=False, bn_momentum=0.9
              pool_include_pad=False)
 
 
-@MODELS.register("inception_v3")
+@MODELS.register("inception_v3", input_shape=(299, 299, 3))
 def inception_v3(**kw) -> InceptionV3:
   return InceptionV3(**kw)
 
 
-@MODELS.register("keras_inception_v3")
+@MODELS.register("keras_inception_v3", input_shape=(299, 299, 3))
 def keras_inception_v3(**kw) -> InceptionV3:
   return InceptionV3(**{**KERAS, **kw})

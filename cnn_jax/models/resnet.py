@@ -178,41 +178,41 @@ class ResNet(nn.Module):
                              kernel_init=v.dense_init)
 
 
-@MODELS.register("resnet18")
+@MODELS.register("resnet18", input_shape=(224, 224, 3))
 def resnet18(**kw) -> ResNet:
   return ResNet(stage_sizes=(2, 2, 2, 2), block="basic", **kw)
 
 
-@MODELS.register("resnet34")
+@MODELS.register("resnet34", input_shape=(224, 224, 3))
 def resnet34(**kw) -> ResNet:
   return ResNet(stage_sizes=(3, 4, 6, 3), block="basic", **kw)
 
 
-@MODELS.register("resnet50")
+@MODELS.register("resnet50", input_shape=(224, 224, 3))
 def resnet50(**kw) -> ResNet:
   return ResNet(stage_sizes=(3, 4, 6, 3), block="bottleneck", **kw)
 
 
-@MODELS.register("resnet101")
+@MODELS.register("resnet101", input_shape=(224, 224, 3))
 def resnet101(**kw) -> ResNet:
   return ResNet(stage_sizes=(3, 4, 23, 3), block="bottleneck", **kw)
 
 
-@MODELS.register("resnet152")
+@MODELS.register("resnet152", input_shape=(224, 224, 3))
 def resnet152(**kw) -> ResNet:
   return ResNet(stage_sizes=(3, 8, 36, 3), block="bottleneck", **kw)
 
 
-@MODELS.register("keras_resnet50")
+@MODELS.register("keras_resnet50", input_shape=(224, 224, 3))
 def keras_resnet50(**kw) -> ResNet:
   return resnet50(variant="keras", **kw)
 
 
-@MODELS.register("keras_resnet101")
+@MODELS.register("keras_resnet101", input_shape=(224, 224, 3))
 def keras_resnet101(**kw) -> ResNet:
   return resnet101(variant="keras", **kw)
 
 
-@MODELS.register("keras_resnet152")
+@MODELS.register("keras_resnet152", input_shape=(224, 224, 3))
 def keras_resnet152(**kw) -> ResNet:
   return resnet152(variant="keras", **kw)

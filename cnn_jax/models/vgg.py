@@ -74,41 +74,41 @@ class VGG(nn.Module):
     return classifier_output(dense(self.num_classes, 6)(dropout(x, 5))), features
 
 
-@MODELS.register("vgg11")
+@MODELS.register("vgg11", input_shape=(224, 224, 3))
 def vgg11(**kw) -> VGG:
   return VGG(convs_per_stage=(1, 1, 2, 2, 2), **kw)
 
 
-@MODELS.register("vgg13")
+@MODELS.register("vgg13", input_shape=(224, 224, 3))
 def vgg13(**kw) -> VGG:
   return VGG(convs_per_stage=(2, 2, 2, 2, 2), **kw)
 
 
-@MODELS.register("vgg16")
+@MODELS.register("vgg16", input_shape=(224, 224, 3))
 def vgg16(**kw) -> VGG:
   return VGG(convs_per_stage=(2, 2, 3, 3, 3), **kw)
 
 
-@MODELS.register("vgg19")
+@MODELS.register("vgg19", input_shape=(224, 224, 3))
 def vgg19(**kw) -> VGG:
   return VGG(convs_per_stage=(2, 2, 4, 4, 4), **kw)
 
 
-@MODELS.register("vgg11_bn")
+@MODELS.register("vgg11_bn", input_shape=(224, 224, 3))
 def vgg11_bn(**kw) -> VGG:
   return vgg11(use_batch_norm=True, **kw)
 
 
-@MODELS.register("vgg13_bn")
+@MODELS.register("vgg13_bn", input_shape=(224, 224, 3))
 def vgg13_bn(**kw) -> VGG:
   return vgg13(use_batch_norm=True, **kw)
 
 
-@MODELS.register("vgg16_bn")
+@MODELS.register("vgg16_bn", input_shape=(224, 224, 3))
 def vgg16_bn(**kw) -> VGG:
   return vgg16(use_batch_norm=True, **kw)
 
 
-@MODELS.register("vgg19_bn")
+@MODELS.register("vgg19_bn", input_shape=(224, 224, 3))
 def vgg19_bn(**kw) -> VGG:
   return vgg19(use_batch_norm=True, **kw)

@@ -113,6 +113,6 @@ class Xception(nn.Module):
                              name="predictions", dropout_rate=self.dropout_rate)
 
 
-@MODELS.register("xception")
+@MODELS.register("xception", input_shape=(299, 299, 3))
 def xception(**kw) -> Xception:
   return Xception(**kw)
