@@ -2,12 +2,16 @@
 
 The step is the real one: :func:`cnn_jax.tasks.steps.train_step` of the classification
 task (SGD with momentum, state donated) or :func:`~cnn_jax.tasks.steps.predict`, jitted with the
-same shardings as the train loop over a 1-D ``data`` mesh. Synthetic images ``[B, H, W, C]``
-(float32) and labels ``[B]`` stay on the devices, so the numbers measure the step alone.
+same shardings as the train loop over a 1-D ``data`` mesh (:func:`jitted_step`). Synthetic
+images ``[B, H, W, C]`` (float32, the model's native size unless given) and labels ``[B]``
+stay on the devices, so the numbers measure the step alone.
 
 Timing: tracing (``lower``) and XLA compilation (``compile``) are timed separately; then
-``warmup`` steps, then ``repeats`` rounds of ``steps`` steps, each round ending in
-``block_until_ready``. Throughput is reported as the median and the min/max over rounds.
+``warmup`` steps, each timed on its own; then ``repeats`` rounds of ``steps`` steps, each
+round ending in ``block_until_ready``. Unless ``steps`` is given, it is sized from the
+fastest warm-up step so that the rounds take about ``seconds`` together: a CPU gets an
+answer in seconds, a GPU still runs thousands of steps per round. Throughput is reported
+as the median and the min/max over rounds.
 
 FLOPs come from XLA's cost analysis of the compiled step (a multiply-add counts 2). XLA
 reports the program of one device, so the per-step total is that times the device count.
@@ -16,17 +20,19 @@ the dense bf16 peak of known accelerators (:data:`PEAK_TFLOPS`), else ``None`` (
 
 Example::
 
-  results = run_benchmarks(["lenet5", "cifar_resnet20"], batch_size=128, mode="train")
-  print(json.dumps(results, indent=2))
+  results = run_benchmarks(["lenet5", "cifar_resnet20"], batch_size=128, image_size=32,
+                           progress=sys.stderr, table=sys.stdout)
+  json.dumps(results, indent=2)
 """
 
 import functools
 import json
+import math
 import os
 import platform
 import statistics
 import time
-from typing import Callable
+from typing import Callable, TextIO
 
 import flax
 import jax
@@ -108,6 +114,20 @@ def _init_fn(model, shape: tuple[int, int, int], num_devices: int) -> Callable[[
                  out_shardings=parallel.replicated(mesh))
 
 
+def jitted_step(mode: str, mesh, donate: bool) -> Callable:
+  """The jitted step ``(state, batch) -> state`` ("train") or ``(state, batch) -> outputs``
+  ("infer", images only), with the train loop's shardings. The benchmark's one contact
+  with the task and train-state interface, besides :func:`_init_fn`."""
+  replicated, batch_spec = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  if mode == "train":
+    task = get_task(ml_collections.ConfigDict({"train": {"label_smoothing": 0.0}}))
+    return jax.jit(functools.partial(task_steps.train_step, task=task),
+                   in_shardings=(replicated, batch_spec), out_shardings=replicated,
+                   donate_argnums=0 if donate else ())
+  return jax.jit(lambda state, batch: task_steps.predict(state, batch["image"]),
+                 in_shardings=(replicated, batch_spec), out_shardings=batch_spec)
+
+
 def _synthetic_batch(mesh, batch_size: int, shape: tuple[int, int, int], num_classes: int) -> dict:
   """Images ``[B, H, W, C]`` ~ N(0, 1) and labels ``[B]``, sharded over ``mesh`` (every
   process builds the same arrays from a fixed seed and keeps its own shards)."""
@@ -117,6 +137,16 @@ def _synthetic_batch(mesh, batch_size: int, shape: tuple[int, int, int], num_cla
   sharding = parallel.batch_sharded(mesh)
   return {k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx])
           for k, v in host.items()}
+
+
+def _check_settings(mode: str, dtype: str, batch_size: int) -> None:
+  """Raises a CnnJaxError for an unknown mode or dtype or a batch size below 1."""
+  if mode not in MODES:
+    raise CnnJaxError(f"bench mode must be one of {', '.join(MODES)}, got {mode!r}.")
+  if dtype not in DTYPES:
+    raise CnnJaxError(f"bench dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
+  if batch_size < 1:
+    raise CnnJaxError(f"bench batch_size must be >= 1, got {batch_size}.")
 
 
 class StepTimer:
@@ -129,46 +159,29 @@ class StepTimer:
   as in ``XLA_FLAGS``; flags that the runtime reads at start-up have no effect here).
   """
 
-  def __init__(self, model_name: str, *, batch_size: int = 128, image_size: int = 32,
-               channels: int = 3, mode: str = "train", dtype: str = "float32",
+  def __init__(self, model_name: str, *, batch_size: int = 128, image_size: int | None = None,
+               channels: int | None = None, mode: str = "train", dtype: str = "float32",
                num_devices: int = 0, num_classes: int | None = None, donate: bool = True,
                compiler_options: dict | None = None):
-    if mode not in MODES:
-      raise CnnJaxError(f"bench mode must be one of {', '.join(MODES)}, got {mode!r}.")
-    if dtype not in DTYPES:
-      raise CnnJaxError(f"bench dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
-    if batch_size < 1:
-      raise CnnJaxError(f"bench batch_size must be >= 1, got {batch_size}.")
-    self.settings = {
-        "model": model_name, "mode": mode, "dtype": dtype, "batch_size": batch_size,
-        "image_shape": [image_size, image_size, channels],
-        "num_classes": num_classes or (1000 if image_size >= 128 else 10)}
-    shape = (image_size, image_size, channels)
+    _check_settings(mode, dtype, batch_size)
+    shape = input_shape(model_name, image_size, channels)
+    self.settings = {"model": model_name, "mode": mode, "dtype": dtype,
+                     "batch_size": batch_size, "image_shape": list(shape),
+                     "num_classes": num_classes or (1000 if shape[0] >= 128 else 10)}
     model = create(model_name, num_classes=self.settings["num_classes"], dtype=DTYPES[dtype])
     try:
       check_input_shape(model, shape, model_name)
     except ShapeError as e:
-      typical = "x".join(map(str, input_shape(model_name)))
+      native = "x".join(map(str, input_shape(model_name)))
       raise ShapeError(f"{e} For bench, choose --image-size/--channels accordingly "
-                       f"({model_name}'s typical input is {typical}).") from None
-
+                       f"({model_name}'s native input is {native}).") from None
     mesh = parallel.make_mesh(num_devices)
     parallel.check_batch_size(batch_size, mesh, "bench batch_size")
     self.devices = list(mesh.devices.flat)
-    replicated, batch_spec = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     self.state = _init_fn(model, shape, mesh.size)()
     self.batch = _synthetic_batch(mesh, batch_size, shape, self.settings["num_classes"])
-    if mode == "train":
-      task = get_task(ml_collections.ConfigDict({"train": {"label_smoothing": 0.0}}))
-      step = jax.jit(functools.partial(task_steps.train_step, task=task),
-                     in_shardings=(replicated, batch_spec), out_shardings=replicated,
-                     donate_argnums=0 if donate else ())
-    else:
-      step = jax.jit(task_steps.predict, in_shardings=(replicated, batch_spec),
-                     out_shardings=batch_spec)
-    self.inputs = self.batch if mode == "train" else self.batch["image"]
     start = time.perf_counter()
-    lowered = step.lower(self.state, self.inputs)
+    lowered = jitted_step(mode, mesh, donate).lower(self.state, self.batch)
     self.lower_s = time.perf_counter() - start
     start = time.perf_counter()
     self.compiled = lowered.compile(compiler_options)
@@ -179,10 +192,10 @@ class StepTimer:
     start = time.perf_counter()
     if self.settings["mode"] == "train":
       for _ in range(steps):
-        self.state = self.compiled(self.state, self.inputs)
+        self.state = self.compiled(self.state, self.batch)
       jax.block_until_ready(self.state)
     else:
-      jax.block_until_ready([self.compiled(self.state, self.inputs) for _ in range(steps)])
+      jax.block_until_ready([self.compiled(self.state, self.batch) for _ in range(steps)])
     return (time.perf_counter() - start) / max(steps, 1)
 
   def report(self, seconds: list[float], peak_tflops: float | None = None) -> dict:
@@ -226,53 +239,108 @@ class StepTimer:
     }
 
 
-def benchmark(model_name: str, *, batch_size: int = 128, image_size: int = 32,
-              channels: int = 3, mode: str = "train", dtype: str = "float32", steps: int = 50,
-              warmup: int = 5, repeats: int = 5, num_devices: int = 0,
-              num_classes: int | None = None, peak_tflops: float | None = None,
-              donate: bool = True) -> dict:
+def steps_for_budget(seconds: float, repeats: int, step_s: float) -> int:
+  """Steps per round so that ``repeats`` rounds of steps taking ``step_s`` last about
+  ``seconds`` (at least one step per round)."""
+  return max(1, math.floor(seconds / repeats / max(step_s, 1e-9)))
+
+
+def _say(stream: TextIO | None, text: str) -> None:
+  if stream is not None:
+    print(text, file=stream, flush=True)
+
+
+def benchmark(model_name: str, *, batch_size: int = 128, image_size: int | None = None,
+              channels: int | None = None, mode: str = "train", dtype: str = "float32",
+              seconds: float = 10.0, steps: int | None = None, warmup: int = 2,
+              repeats: int = 5, num_devices: int = 0, num_classes: int | None = None,
+              peak_tflops: float | None = None, donate: bool = True,
+              progress: TextIO | None = None) -> dict:
   """Times ``mode`` ("train" or "infer") steps of ``model_name`` on synthetic data.
 
   Args:
     model_name: a registered model.
     batch_size: the global batch, split over the devices (must divide evenly).
-    image_size, channels: images are ``[batch_size, image_size, image_size, channels]``.
+    image_size, channels: images are ``[batch_size, image_size, image_size, channels]``;
+      each defaults to the model's native input (e.g. 224x224x3 for resnet50).
     mode: "train" (forward, backward, SGD-momentum update) or "infer" (forward only).
     dtype: "float32", or "bfloat16" for bf16 compute with float32 parameters and logits.
-    steps, warmup, repeats: ``repeats`` timed rounds of ``steps`` steps after ``warmup``.
+    seconds: the time budget of the timed rounds together; sizes ``steps``.
+    steps: steps per timed round; default from ``seconds`` and the fastest warm-up step.
+    warmup: untimed steps after compilation (at least 1).
+    repeats: timed rounds.
     num_devices: devices in the mesh (0 = all).
     num_classes: classifier size; default 1000 for images of 128 pixels or more, else 10.
     peak_tflops: per-device peak for the MFU; default from :data:`PEAK_TFLOPS`.
     donate: let the train step reuse the state's buffers (as the train loop does).
+    progress: a text stream (e.g. ``sys.stderr``) for a line per phase; None is silent.
 
   Returns:
     A JSON-serializable dict: the settings, ``params``, ``images_per_s`` and
     ``ms_per_step`` (each ``{"median", "min", "max"}`` over rounds), ``lower_s``,
     ``compile_s``, ``gflops_per_step`` (all devices), ``achieved_tflops``,
     ``peak_tflops``, ``mfu``, ``peak_memory_mb`` (null on CPU), ``xla_memory_mb``
-    (XLA's per-device estimate), ``notes``, the device and the library versions.
+    (XLA's per-device estimate), ``notes``, the device, the library versions and the
+    timing plan (``seconds``, ``steps``, ``warmup``, ``repeats``).
 
   Raises:
     CnnJaxError: an unknown model, mode or dtype, bad step counts, a batch that does not
       split over the devices, or an image size the model cannot take.
   """
-  if min(steps, repeats) < 1 or warmup < 0:
-    raise CnnJaxError("bench needs steps >= 1, repeats >= 1 and warmup >= 0.")
+  if repeats < 1 or warmup < 1 or (steps is not None and steps < 1) or seconds <= 0:
+    raise CnnJaxError("bench needs seconds > 0, steps >= 1, repeats >= 1 and warmup >= 1.")
+  _say(progress, f"{model_name}: building the state and compiling the {mode} step ...")
+  start = time.perf_counter()
   timer = StepTimer(model_name, batch_size=batch_size, image_size=image_size,
                     channels=channels, mode=mode, dtype=dtype, num_devices=num_devices,
                     num_classes=num_classes, donate=donate)
-  timer.time(warmup)
-  seconds = [timer.time(steps) for _ in range(repeats)]
-  return {**timer.report(seconds, peak_tflops), "steps": steps, "warmup": warmup,
-          "repeats": repeats}
+  _say(progress, f"{model_name}: ready in {time.perf_counter() - start:.1f} s (tracing "
+                 f"{timer.lower_s:.1f} s, XLA compile {timer.compile_s:.1f} s); "
+                 f"{warmup} warm-up step(s) ...")
+  step_s = min(timer.time(1) for _ in range(warmup))
+  steps = steps or steps_for_budget(seconds, repeats, step_s)
+  _say(progress, f"{model_name}: timing {repeats} rounds of {steps} step(s) "
+                 f"(about {repeats * steps * step_s:.0f} s) ...")
+  rounds = [timer.time(steps) for _ in range(repeats)]
+  return {**timer.report(rounds, peak_tflops), "seconds": seconds, "steps": steps,
+          "warmup": warmup, "repeats": repeats}
 
 
-def run_benchmarks(models: list[str], *, out: str | None = None, **options) -> list[dict]:
-  """:func:`benchmark` for each model with the same ``options``; writes the list as JSON
-  to ``out`` if given. An unknown model name fails before anything is timed."""
+def format_row(result: dict, name_width: int = 18) -> str:
+  """One table line of a :func:`benchmark` result (see :func:`table_header`)."""
+  images = result["images_per_s"]
+  throughput = f"{images['median']:,.0f} [{images['min']:,.0f}–{images['max']:,.0f}]"
+  gflops = "-" if result["gflops_per_step"] is None else f"{result['gflops_per_step']:.4g}"
+  mfu = "-" if result["mfu"] is None else f"{100 * result['mfu']:.1f}%"
+  return (f"{result['model']:<{name_width}}  {throughput:>26}  "
+          f"{result['ms_per_step']['median']:>9.2f}  "
+          f"{result['lower_s'] + result['compile_s']:>9.1f}  {gflops:>10}  {mfu:>6}")
+
+
+def table_header(name_width: int = 18) -> str:
+  """The column titles of :func:`format_row`; compile s is tracing plus XLA compilation."""
+  return (f"{'model':<{name_width}}  {'img/s median [min–max]':>26}  {'ms/step':>9}  "
+          f"{'compile s':>9}  {'GFLOP/step':>10}  {'MFU':>6}")
+
+
+def run_benchmarks(models: list[str], *, out: str | None = None,
+                   progress: TextIO | None = None, table: TextIO | None = None,
+                   **options) -> list[dict]:
+  """:func:`benchmark` for each model with the same ``options``.
+
+  Progress lines go to ``progress`` and a table (header, then a row as soon as each model
+  is done) to ``table``; either may be None. The list of results is also written as JSON
+  to ``out`` if given. An unknown model name fails before anything is timed.
+  """
   for name in models:
     create(name)  # an unknown name fails now, not after minutes of timing
-  results = [benchmark(name, **options) for name in models]
+  width = max([len("model")] + [len(name) for name in models])
+  _say(table, table_header(width))
+  results = []
+  for i, name in enumerate(models):
+    _say(progress, f"[{i + 1}/{len(models)}] {name}")
+    results.append(benchmark(name, progress=progress, **options))
+    _say(table, format_row(results[-1], width))
   if out:
     with open(out, "w") as f:
       json.dump(results, f, indent=2)

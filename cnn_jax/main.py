@@ -1,12 +1,14 @@
 """Command line: ``python -m cnn_jax COMMAND ...``. Parsing only; work happens in the library.
 
-Commands:
-  train    --config FILE --workdir DIR [--config.key=value ...]
-  show-data --config FILE [--out PNG] [--config.key=value ...]
-  eval     --workdir DIR [--checkpoint best|latest|STEP] [--split test|val]
-  models   [PATTERN]
-  summary  MODEL [--input-size N] [--channels C]
-  bench    --models a,b --batch-size N --image-size S --mode train|infer [--dtype bfloat16]
+Commands (``python -m cnn_jax COMMAND --help`` lists each one's options and defaults):
+
+* ``train --config FILE --workdir DIR [--config.key=value ...]``
+* ``show-data --config FILE [--out PNG] [--config.key=value ...]``
+* ``eval --workdir DIR [--checkpoint best|latest|STEP] [--split test|val|train]``
+* ``models [PATTERN]``
+* ``summary MODEL [--input-size N] [--channels C]``
+* ``bench --models a,b [--batch-size N] [--image-size S] [--mode train|infer] [--seconds T]
+  [--json | --out FILE]``
 """
 
 import argparse
@@ -35,50 +37,97 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
   return rest, overrides
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                    argparse.RawDescriptionHelpFormatter):
+  """Shows each option's default (unless it has none) and keeps the epilog's line breaks."""
+
+  def _get_help_string(self, action: argparse.Action) -> str:
+    if action.required or action.default is None or action.default is False:
+      return action.help
+    return super()._get_help_string(action)
+
+
+OVERRIDES_EPILOG = """\
+config overrides:
+  --config.KEY=VALUE    set any key of the experiment's config (nested keys with dots), e.g.
+                        --config.optimizer.learning_rate=3e-3 --config.train.epochs=20
+                        (values are parsed as Python literals; a misspelled key fails at
+                        once and names the closest keys)"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="python -m cnn_jax", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = parser.add_subparsers(dest="command", required=True)
-  p = sub.add_parser("train", help="train an experiment (resumes if the workdir has checkpoints)")
-  p.add_argument("--config", required=True, help="experiment file, e.g. experiments/digits_lenet5.py")
-  p.add_argument("--workdir", required=True, help="where config, logs and checkpoints go")
+  """The parser of every command (``--config.key=value`` overrides are split off before)."""
+  parser = argparse.ArgumentParser(
+      prog="python -m cnn_jax", formatter_class=_HelpFormatter,
+      description="Convolutional networks in JAX/Flax: train and evaluate experiments, "
+                  "inspect and benchmark models.",
+      epilog="Run 'python -m cnn_jax COMMAND --help' for the options of a command.")
+  sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+
+  def command(name: str, help: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                          epilog=epilog, formatter_class=_HelpFormatter)
+
+  p = command("train", "train an experiment (resumes if the workdir has checkpoints)",
+              OVERRIDES_EPILOG)
+  p.add_argument("--config", required=True, metavar="FILE",
+                 help="experiment file defining get_config(), e.g. experiments/digits_lenet5.py")
+  p.add_argument("--workdir", required=True, metavar="DIR",
+                 help="run directory: config, logs, checkpoints, figures and the report")
   p.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
   p.add_argument("--distributed", action="store_true",
                  help="multi-process run: join with jax.distributed.initialize() (auto-detects "
                       "SLURM/MPI/TPU, or uses --coordinator/--num-processes/--process-id)")
-  p.add_argument("--coordinator", help="HOST:PORT of process 0 (implies --distributed)")
-  p.add_argument("--num-processes", type=int)
-  p.add_argument("--process-id", type=int)
-  p = sub.add_parser("show-data", help="write a PNG grid of augmented training samples")
-  p.add_argument("--config", required=True)
-  p.add_argument("--out", default="data_samples.png")
-  p.add_argument("--num-images", type=int, default=24)
-  p.add_argument("--seed", type=int, default=0)
-  p = sub.add_parser("eval", help="evaluate a trained run")
-  p.add_argument("--workdir", required=True)
-  p.add_argument("--checkpoint", default="best", help="best | latest | STEP")
-  p.add_argument("--split", default="test", choices=("test", "val", "train"))
-  p = sub.add_parser("models", help="list registered models with parameter counts")
-  p.add_argument("pattern", nargs="?", default="*")
-  p = sub.add_parser("bench", help="time train or inference steps on synthetic data (JSON)")
-  p.add_argument("--models", required=True, help="comma-separated model names")
-  p.add_argument("--batch-size", type=int, default=128)
-  p.add_argument("--image-size", type=int, default=32)
-  p.add_argument("--channels", type=int, default=3)
-  p.add_argument("--mode", choices=("train", "infer"), default="train")
-  p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-  p.add_argument("--steps", type=int, default=50, help="steps per timed round")
-  p.add_argument("--repeats", type=int, default=5, help="timed rounds")
-  p.add_argument("--warmup", type=int, default=5)
-  p.add_argument("--num-devices", type=int, default=0)
-  p.add_argument("--peak-tflops", type=float, help="per-device peak for MFU")
-  p.add_argument("--out", help="also write the JSON here")
-  p = sub.add_parser("summary", help="per-layer table, parameters and GFLOPs of a model")
-  p.add_argument("model")
-  p.add_argument("--input-size", type=int, help="image height and width (default: the model's)")
-  p.add_argument("--channels", type=int, help="input channels (default: the model's)")
-  p.add_argument("--num-classes", type=int)
+  p.add_argument("--coordinator", metavar="HOST:PORT",
+                 help="address of process 0 (implies --distributed)")
+  p.add_argument("--num-processes", type=int, help="number of processes (with --coordinator)")
+  p.add_argument("--process-id", type=int, help="this process's index, 0 to N-1 "
+                                                "(with --coordinator)")
+  p = command("show-data", "write a PNG grid of augmented training samples", OVERRIDES_EPILOG)
+  p.add_argument("--config", required=True, metavar="FILE",
+                 help="experiment file whose data to show")
+  p.add_argument("--out", default="data_samples.png", help="the PNG to write")
+  p.add_argument("--num-images", type=int, default=24, help="samples in the grid")
+  p.add_argument("--seed", type=int, default=0, help="seed of the samples and augmentations")
+  p = command("eval", "evaluate a checkpoint of a trained run: metrics, figures, report")
+  p.add_argument("--workdir", required=True, metavar="DIR",
+                 help="run directory of a train command")
+  p.add_argument("--checkpoint", default="best", metavar="best|latest|STEP",
+                 help="which checkpoint: the best, the latest or a step number")
+  p.add_argument("--split", default="test", choices=("test", "val", "train"),
+                 help="the data split to evaluate")
+  p = command("models", "list registered models with native input size and parameters")
+  p.add_argument("pattern", nargs="?", default="*",
+                 help="shell-style name pattern, e.g. 'resnet*'")
+  p = command("summary", "per-layer table, parameters and GFLOPs of a model")
+  p.add_argument("model", help="a registered model (see the models command)")
+  p.add_argument("--input-size", type=int,
+                 help="image height and width (default: the model's native size)")
+  p.add_argument("--channels", type=int, help="input channels (default: the model's native)")
+  p.add_argument("--num-classes", type=int, help="classifier outputs (default: the model's)")
   p.add_argument("--depth", type=int, default=2, help="module nesting shown in the table")
+  p = command("bench", "time train or inference steps on synthetic data: a table, or JSON")
+  p.add_argument("--models", required=True, metavar="A,B,...", help="comma-separated model names")
+  p.add_argument("--batch-size", type=int, default=128,
+                 help="global batch, split over the devices")
+  p.add_argument("--image-size", type=int,
+                 help="image height and width (default: each model's native size)")
+  p.add_argument("--channels", type=int, help="input channels (default: each model's native)")
+  p.add_argument("--mode", choices=("train", "infer"), default="train",
+                 help="train: forward, backward and SGD update; infer: forward only")
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                 help="compute dtype (parameters and logits stay float32)")
+  p.add_argument("--seconds", type=float, default=10.0,
+                 help="time budget of each model's timed rounds; sizes --steps")
+  p.add_argument("--steps", type=int, help="steps per timed round (default: sized by --seconds)")
+  p.add_argument("--repeats", type=int, default=5, help="timed rounds, for the median, min and max")
+  p.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+  p.add_argument("--num-devices", type=int, default=0, help="devices in the mesh; 0 means all")
+  p.add_argument("--peak-tflops", type=float,
+                 help="per-device peak TFLOP/s for the MFU (default: known GPUs only)")
+  p.add_argument("--json", action="store_true",
+                 help="print the results as JSON on stdout (the table goes to stderr)")
+  p.add_argument("--out", help="also write the JSON results to this file")
   return parser
 
 
@@ -125,10 +174,13 @@ def run(argv: list[str]) -> int:
     from cnn_jax.bench import run_benchmarks
     results = run_benchmarks(
         [m.strip() for m in args.models.split(",") if m.strip()], out=args.out,
+        progress=sys.stderr, table=sys.stderr if args.json else sys.stdout,
         batch_size=args.batch_size, image_size=args.image_size, channels=args.channels,
-        mode=args.mode, dtype=args.dtype, steps=args.steps, repeats=args.repeats,
-        warmup=args.warmup, num_devices=args.num_devices, peak_tflops=args.peak_tflops)
-    print(json.dumps(results, indent=2))
+        mode=args.mode, dtype=args.dtype, seconds=args.seconds, steps=args.steps,
+        repeats=args.repeats, warmup=args.warmup, num_devices=args.num_devices,
+        peak_tflops=args.peak_tflops)
+    if args.json:
+      print(json.dumps(results, indent=2))
     return 0
   if args.command == "summary":
     from cnn_jax import models

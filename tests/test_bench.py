@@ -6,7 +6,7 @@ import types
 import jax
 import pytest
 
-from cnn_jax import bench
+from cnn_jax import bench, main
 from cnn_jax.errors import CnnJaxError
 
 BATCH = 16
@@ -62,3 +62,34 @@ def test_errors_are_clear(tmp_path):
     bench.benchmark("lenet5", mode="eval")
   with pytest.raises(CnnJaxError, match="divisible"):
     bench.benchmark("lenet5", batch_size=12)
+
+
+def test_cli_table_progress_and_json(tmp_path, capsys):
+  # No --image-size: lenet5's native 32x32x1. No --steps: sized by the --seconds budget.
+  out = tmp_path / "bench.json"
+  main.run(["bench", "--models", "lenet5", "--batch-size", str(BATCH), "--seconds", "0.3",
+            "--repeats", "2", "--warmup", "1", "--json", "--out", str(out)])
+  captured = capsys.readouterr()
+  results = json.loads(captured.out)  # with --json stdout holds the JSON alone
+  assert results == json.loads(out.read_text())
+  (result,) = results
+  assert result["image_shape"] == [32, 32, 1] and result["seconds"] == 0.3
+  assert result["steps"] >= 1 and result["repeats"] == 2
+  lines = captured.err.splitlines()
+  assert "[1/1] lenet5" in lines and any("timing 2 rounds of" in line for line in lines)
+  header, row = lines.index(bench.table_header(6)), lines.index(bench.format_row(result, 6))
+  assert header < row
+
+
+def test_budget_sizes_steps_and_row_shows_numbers():
+  assert bench.steps_for_budget(10.0, 5, 0.01) == 200
+  assert bench.steps_for_budget(10.0, 5, 3.0) == 1  # slower than the budget: one step a round
+  result = {"model": "resnet50", "images_per_s": {"median": 1234.5, "min": 1000.0, "max": 1300.0},
+            "ms_per_step": {"median": 103.7}, "lower_s": 1.25, "compile_s": 10.0,
+            "gflops_per_step": 1571.2, "mfu": 0.4123}
+  row = bench.format_row(result, 8)
+  assert row.split() == ["resnet50", "1,234", "[1,000–1,300]", "103.70", "11.2", "1571",
+                         "41.2%"]
+  assert bench.format_row({**result, "gflops_per_step": None, "mfu": None}, 8).split()[-2:] == [
+      "-", "-"]
+  assert len(bench.table_header(8)) == len(row)
