@@ -54,22 +54,34 @@ config overrides:
                         (values are parsed as Python literals; a misspelled key fails at
                         once and names the closest keys)"""
 
+# One line per command: the top-level help lists them, each command's help starts with its own.
+COMMAND_HELP = {
+    "train": "train an experiment (resumes if the workdir has checkpoints)",
+    "show-data": "write a PNG grid of augmented training samples",
+    "eval": "evaluate a checkpoint of a trained run: metrics, figures, report",
+    "models": "list registered models with native input size and parameters",
+    "summary": "per-layer table, parameters and GFLOPs of a model",
+    "bench": "time train or inference steps on synthetic data: a table, or JSON",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
   """The parser of every command (``--config.key=value`` overrides are split off before)."""
   parser = argparse.ArgumentParser(
-      prog="python -m cnn_jax", formatter_class=_HelpFormatter,
+      prog="python -m cnn_jax", usage="%(prog)s [-h] COMMAND ...", formatter_class=_HelpFormatter,
       description="Convolutional networks in JAX/Flax: train and evaluate experiments, "
                   "inspect and benchmark models.",
-      epilog="Run 'python -m cnn_jax COMMAND --help' for the options of a command.")
-  sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+      epilog="commands:\n" + "".join(f"  {name:<11}{text}\n" for name, text in COMMAND_HELP.items())
+      + "\nRun 'python -m cnn_jax COMMAND --help' for the options of a command.")
+  sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", prog=parser.prog,
+                              help=argparse.SUPPRESS)  # listed in the epilog, one line each
 
-  def command(name: str, help: str, epilog: str | None = None) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+  def command(name: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    text = COMMAND_HELP[name]
+    return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
                           epilog=epilog, formatter_class=_HelpFormatter)
 
-  p = command("train", "train an experiment (resumes if the workdir has checkpoints)",
-              OVERRIDES_EPILOG)
+  p = command("train", OVERRIDES_EPILOG)
   p.add_argument("--config", required=True, metavar="FILE",
                  help="experiment file defining get_config(), e.g. experiments/digits_lenet5.py")
   p.add_argument("--workdir", required=True, metavar="DIR",
@@ -83,30 +95,30 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--num-processes", type=int, help="number of processes (with --coordinator)")
   p.add_argument("--process-id", type=int, help="this process's index, 0 to N-1 "
                                                 "(with --coordinator)")
-  p = command("show-data", "write a PNG grid of augmented training samples", OVERRIDES_EPILOG)
+  p = command("show-data", OVERRIDES_EPILOG)
   p.add_argument("--config", required=True, metavar="FILE",
                  help="experiment file whose data to show")
   p.add_argument("--out", default="data_samples.png", help="the PNG to write")
   p.add_argument("--num-images", type=int, default=24, help="samples in the grid")
   p.add_argument("--seed", type=int, default=0, help="seed of the samples and augmentations")
-  p = command("eval", "evaluate a checkpoint of a trained run: metrics, figures, report")
+  p = command("eval")
   p.add_argument("--workdir", required=True, metavar="DIR",
                  help="run directory of a train command")
   p.add_argument("--checkpoint", default="best", metavar="best|latest|STEP",
                  help="which checkpoint: the best, the latest or a step number")
   p.add_argument("--split", default="test", choices=("test", "val", "train"),
                  help="the data split to evaluate")
-  p = command("models", "list registered models with native input size and parameters")
+  p = command("models")
   p.add_argument("pattern", nargs="?", default="*",
                  help="shell-style name pattern, e.g. 'resnet*'")
-  p = command("summary", "per-layer table, parameters and GFLOPs of a model")
+  p = command("summary")
   p.add_argument("model", help="a registered model (see the models command)")
   p.add_argument("--input-size", type=int,
                  help="image height and width (default: the model's native size)")
   p.add_argument("--channels", type=int, help="input channels (default: the model's native)")
   p.add_argument("--num-classes", type=int, help="classifier outputs (default: the model's)")
   p.add_argument("--depth", type=int, default=2, help="module nesting shown in the table")
-  p = command("bench", "time train or inference steps on synthetic data: a table, or JSON")
+  p = command("bench")
   p.add_argument("--models", required=True, metavar="A,B,...", help="comma-separated model names")
   p.add_argument("--batch-size", type=int, default=128,
                  help="global batch, split over the devices")
@@ -183,16 +195,9 @@ def run(argv: list[str]) -> int:
       print(json.dumps(results, indent=2))
     return 0
   if args.command == "summary":
-    from cnn_jax import models
-    from cnn_jax.models.catalog import input_shape
-    from cnn_jax.models.summary import format_summary, summarize
-    h, w, c = input_shape(args.model)
-    shape = (1, args.input_size or h, args.input_size or w, args.channels or c)
-    from cnn_jax.train.state import check_input_shape
-    options = {"num_classes": args.num_classes} if args.num_classes else {}
-    model = models.create(args.model, **options)
-    check_input_shape(model, shape[1:], args.model)
-    print(format_summary(summarize(model, shape), max_depth=args.depth))
+    from cnn_jax import summary
+    print(summary(args.model, args.input_size, channels=args.channels,
+                  num_classes=args.num_classes, depth=args.depth))
     return 0
   return 2
 
