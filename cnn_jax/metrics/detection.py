@@ -4,8 +4,9 @@ Boxes are ``(y_min, x_min, y_max, x_max)`` fractions of the image height and wid
 layout of the ``"boxes"`` input (:mod:`cnn_jax.data.sources`). IoU is scale invariant per
 axis, so fractions and pixels give the same values and the metrics need no image sizes.
 
-* :func:`box_iou` and :func:`non_max_suppression` / :func:`select_detections` run inside
-  ``jit``: NMS keeps at most ``max_outputs`` boxes and returns them padded, with a mask.
+* :func:`box_iou` (pairwise), :func:`matched_box_iou` (elementwise) and
+  :func:`non_max_suppression` / :func:`select_detections` run inside ``jit``: NMS keeps at
+  most ``max_outputs`` boxes and returns them padded, with a mask.
 * :class:`DetectionCollector` keeps each image's predictions and ground truth on the host;
   ``compute`` gives, over a whole split:
 
@@ -50,19 +51,23 @@ def box_area(boxes):
           xp.maximum(boxes[..., 3] - boxes[..., 1], 0))
 
 
-def box_iou(boxes_a, boxes_b):
-  """Pairwise intersection over union, ``[N, 4] x [M, 4] -> [N, M]``; 0 where both are empty.
-
-  NumPy inputs give a NumPy result (used on the host); anything else goes through
-  ``jax.numpy`` and is jittable.
-  """
+def matched_box_iou(boxes_a, boxes_b):
+  """IoU of corresponding boxes, ``[..., 4] x [..., 4] -> [...]`` (shapes broadcast); 0
+  where both are empty. NumPy inputs give a NumPy result, anything else is ``jax.numpy``."""
   xp = np if isinstance(boxes_a, np.ndarray) and isinstance(boxes_b, np.ndarray) else jnp
-  a, b = boxes_a[:, None, :], boxes_b[None, :, :]
-  top_left = xp.maximum(a[..., :2], b[..., :2])
-  bottom_right = xp.minimum(a[..., 2:], b[..., 2:])
+  top_left = xp.maximum(boxes_a[..., :2], boxes_b[..., :2])
+  bottom_right = xp.minimum(boxes_a[..., 2:], boxes_b[..., 2:])
   inter = xp.prod(xp.maximum(bottom_right - top_left, 0), axis=-1)
-  union = box_area(boxes_a)[:, None] + box_area(boxes_b)[None, :] - inter
+  union = box_area(boxes_a) + box_area(boxes_b) - inter
   return xp.where(union > 0, inter / xp.where(union > 0, union, 1), 0)
+
+
+def box_iou(boxes_a, boxes_b):
+  """Pairwise intersection over union, ``[N, 4] x [M, 4] -> [N, M]``; jittable.
+
+  NumPy inputs give a NumPy result (used on the host), as in :func:`matched_box_iou`.
+  """
+  return matched_box_iou(boxes_a[:, None, :], boxes_b[None, :, :])
 
 
 def non_max_suppression(boxes: jax.Array, scores: jax.Array, *, max_outputs: int,
