@@ -24,7 +24,7 @@ def test_overfitting_from_accuracy_gap_and_rising_val_loss():
       val_acc=[0.5, 0.66, 0.72, 0.72, 0.71, 0.71, 0.70, 0.70]), num_classes=10)
   assert d.verdict == "overfitting"
   assert d.best_epoch == 3
-  assert "epoch 3" in d.advice[-1]
+  assert "best epoch was 3" in d.advice[-1]
   assert "0.293" in d.explanation  # the accuracy gap over the last 3 epochs
   assert any("dropout" in a for a in d.advice)
 
@@ -97,3 +97,17 @@ def test_resumed_epochs_keep_the_last_row():
   d = diagnose(rows[:2] + [stale] + rows[1:])
   assert d.verdict == "good fit" and d.evidence["epochs"] == 4
   assert str(d).startswith("Diagnosis: good fit")
+
+
+def test_advice_points_at_the_kept_best_checkpoint_by_the_primary_metric():
+  rows = history(train_loss=[1.5, 0.8, 0.4, 0.2, 0.1, 0.05],
+                 val_loss=[1.5, 1.0, 0.8, 0.85, 0.95, 1.1],
+                 train_acc=[0.5, 0.75, 0.88, 0.94, 0.97, 0.99],
+                 val_acc=[0.5, 0.66, 0.72, 0.75, 0.71, 0.71])
+  for i, r in enumerate(rows):
+    r["step"] = 10 * (i + 1)
+  d = diagnose(rows, num_classes=10, primary=("val_accuracy", "max"),
+               checkpoints={"best": 40, "steps_per_epoch": 10})
+  assert d.best_epoch == 4  # by val_accuracy, not by the lowest validation loss (epoch 3)
+  assert "step 40 (epoch 4, val_accuracy 0.7500)" in d.advice[-1]
+  assert "--checkpoint best" in d.advice[-1]

@@ -3,7 +3,7 @@
 import os
 
 from cnn_jax import config as config_lib
-from cnn_jax.train.loop import train
+from cnn_jax.experiment import train
 from conftest import REPO
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from cnn_jax import config as config_lib
 from cnn_jax.data.device_data import DeviceBatches
 from cnn_jax.train import parallel
-from cnn_jax.train.loop import train
+from cnn_jax.experiment import train
 from conftest import REPO, run_cli
 
 
@@ -32,7 +32,8 @@ def test_device_batches_resume_at_the_same_batch():
   images = rng.random((50, 4, 4, 1), np.float32)
   labels = np.arange(50, dtype=np.int32)
   mesh = parallel.make_mesh(2)
-  make = lambda: DeviceBatches(images, labels, batch_size=8, seed=3, mesh=mesh)  # noqa: E731
+  make = lambda: DeviceBatches({"image": images, "label": labels}, batch_size=8,  # noqa: E731
+                               seed=3, mesh=mesh)
   full = make()
   seen = [np.asarray(next(full)["label"]) for _ in range(15)]  # crosses two epochs of 6 steps
   for epoch_start in (0, 6):

@@ -7,7 +7,6 @@ command use; it returns a :class:`PreparedData`.
 import dataclasses
 from typing import Callable
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -20,16 +19,25 @@ class PreparedData:
   """Model-ready splits.
 
   Attributes:
-    splits: ``{"train"|"val"|"test": (images float32 [N, H, W, C] in [0, 1], labels int32
-      [N])}``.
+    splits: ``{"train"|"val"|"test": {key: array [N, ...]}}``; ``"image"`` is float32
+      ``[N, H, W, C]`` in [0, 1], other keys as the source gives them (``"label"`` int32
+      ``[N]``, ``"mask"``, ``"boxes"``, ...; see :class:`sources.ArrayData`).
     class_names: one name per class.
     indices: the chosen indices into the source arrays (as saved in ``splits.npz``).
     normalization: ``(mean, std)`` applied on the device after augmentation, or None.
   """
-  splits: dict[str, tuple[np.ndarray, np.ndarray]]
+  splits: dict[str, dict[str, np.ndarray]]
   class_names: list[str]
   indices: dict
   normalization: tuple | None = None
+
+  @classmethod
+  def synthetic(cls, image_shape: tuple[int, int, int], class_names: list[str],
+                **arrays: np.ndarray) -> "PreparedData":
+    """Data of the given shape with one zero training example (plus ``arrays``, one row
+    each): enough to build a task for benchmarks and tests."""
+    train = {"image": np.zeros((1,) + tuple(image_shape), np.float32), **arrays}
+    return cls({"train": train, "val": train, "test": train}, list(class_names), {})
 
   @property
   def num_classes(self) -> int:
@@ -37,10 +45,10 @@ class PreparedData:
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
-    return tuple(self.splits["train"][0].shape[1:])
+    return tuple(self.splits["train"]["image"].shape[1:])
 
   def sizes(self) -> dict[str, int]:
-    return {name: len(y) for name, (_, y) in self.splits.items()}
+    return {name: len(arrays["image"]) for name, arrays in self.splits.items()}
 
   def normalizer(self) -> Callable | None:
     """``images -> (images - mean) / std`` for use inside jit, or None."""
@@ -50,24 +58,19 @@ class PreparedData:
     stats = self.normalization
     return lambda images: normalize(images, stats)
 
+  def augmenter(self, config: ml_collections.ConfigDict, kinds: dict[str, str]) -> Callable | None:
+    """``(key, batch) -> batch`` from ``config.augment`` for batches with ``kinds``
+    (``{key: "image" | "label" | "mask" | "boxes" | ...}``); None without an augment
+    section. Integer labels become soft labels ``[B, K]`` under mixup/cutmix."""
+    section = config.get("augment")
+    if section is None:
+      return None
+    from cnn_jax.data.augment import make_augment
+    return make_augment(section, kinds, num_classes=self.num_classes)
 
-def augmenter(config: ml_collections.ConfigDict, num_classes: int) -> Callable | None:
-  """``(key, images [B,H,W,C], labels [B]) -> (images, targets)`` from ``config.augment``.
-
-  Targets stay int labels unless mixup/cutmix is on (then soft labels ``[B, K]``).
-  None when the config has no ``augment`` section.
-  """
-  section = config.get("augment")
-  if section is None:
-    return None
-  from cnn_jax.data.augment import make_augment
-  augment = make_augment(section)
-  mixes = bool(section.get("mixup_alpha") or section.get("cutmix_alpha"))
-
-  def apply(key, images, labels):
-    return augment(key, images, jax.nn.one_hot(labels, num_classes) if mixes else labels)
-
-  return apply
+  def filter(self, split: str, keep: np.ndarray) -> None:
+    """Keeps the rows of ``split`` where ``keep [N]`` (bool) is set."""
+    self.splits[split] = {k: v[keep] for k, v in self.splits[split].items()}
 
 
 def select_classes(data: sources.ArrayData, classes) -> sources.ArrayData:
@@ -85,15 +88,18 @@ def select_classes(data: sources.ArrayData, classes) -> sources.ArrayData:
   lookup = np.full(data.num_classes, -1, np.int32)
   lookup[index] = np.arange(len(index), dtype=np.int32)
 
-  def keep(x, y):
-    if x is None:
-      return None, None
-    mask = lookup[y] >= 0
-    return x[mask], lookup[y[mask]]
+  def keep(arrays):
+    if arrays is None:
+      return None
+    if "label" not in arrays:
+      raise ConfigError("dataset.classes needs a dataset with labels.")
+    rows = lookup[arrays["label"]] >= 0
+    kept = {k: v[rows] for k, v in arrays.items()}
+    kept["label"] = lookup[kept["label"]]
+    return kept
 
-  return sources.ArrayData.labelled(*keep(data.train_images, data.train_labels),
-                                   *keep(data.test_images, data.test_labels),
-                                   [data.class_names[i] for i in index])
+  return sources.ArrayData(keep(data.train), keep(data.test),
+                           [data.class_names[i] for i in index])
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str | None) -> PreparedData:
@@ -103,5 +109,6 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None) -> PreparedD
     data = select_classes(data, config.dataset.classes)
   chosen = splits.load_or_choose(data, config.dataset, config.seed, workdir)
   raw = splits.apply(data, chosen)
-  ready = {name: (preprocess.to_model_input(x, config.dataset), y) for name, (x, y) in raw.items()}
+  ready = {name: {**arrays, "image": preprocess.to_model_input(arrays["image"], config.dataset)}
+           for name, arrays in raw.items()}
   return PreparedData(ready, data.class_names, chosen, preprocess.normalization(config.dataset))

@@ -17,14 +17,14 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   return num_examples // batch_size
 
 
-def train_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int, seed: int,
+def train_batches(arrays: dict[str, np.ndarray], *, batch_size: int, seed: int,
                   num_steps: int, process_index: int = 0,
                   process_count: int = 1) -> grain.IterDataset:
   """A grain dataset of ``num_steps`` training batches for this process.
 
   Args:
-    images: ``[N, H, W, C]`` float32.
-    labels: ``[N]`` int32.
+    arrays: the training split, ``{key: [N, ...]}`` (e.g. ``"image"`` float32
+      ``[N, H, W, C]``, ``"label"`` int32 ``[N]``, ``"mask"``, ``"boxes"``).
     batch_size: the global batch size (over all processes).
     seed: shuffling seed; every epoch uses a different permutation.
     num_steps: total number of batches (all epochs).
@@ -32,10 +32,10 @@ def train_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int, se
       global batch (``batch_size / process_count`` examples).
 
   Returns:
-    An IterDataset whose iterator yields ``{"image": [b, H, W, C], "label": [b]}`` and has
-    ``get_state()`` / ``set_state()``.
+    An IterDataset whose iterator yields ``{key: [b, ...]}`` for every key of ``arrays``
+    and has ``get_state()`` / ``set_state()``.
   """
-  n = len(labels)
+  n = len(next(iter(arrays.values())))
   per_epoch = steps_per_epoch(n, batch_size)
   if per_epoch == 0:
     raise ValueError(f"batch size {batch_size} is larger than the {n} training examples")
@@ -46,23 +46,26 @@ def train_batches(images: np.ndarray, labels: np.ndarray, *, batch_size: int, se
   def batch_at(step: int) -> dict:
     start = (step // per_epoch) * n + (step % per_epoch) * batch_size + offset
     idx = np.fromiter((order[start + k] for k in range(local)), np.int64, local)
-    return {"image": images[idx], "label": labels[idx]}
+    return {k: v[idx] for k, v in arrays.items()}
 
   return grain.MapDataset.range(num_steps).map(batch_at).to_iter_dataset()
 
 
-def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int) -> Iterator[dict]:
-  """Yields every example exactly once in fixed-size batches with a mask.
+def eval_batches(arrays: dict[str, np.ndarray], batch_size: int) -> Iterator[dict]:
+  """Yields every example exactly once in fixed-size batches.
 
-  The last batch is zero-padded to ``batch_size``; ``mask`` ([B] bool) marks real rows,
-  so metrics summed over ``mask`` count each example once.
+  The last batch is zero-padded to ``batch_size``. Two keys are added: ``"valid"`` ([B]
+  bool) marks real rows, so metrics summed over it count each example once, and
+  ``"index"`` ([B] int32) is each row's position in the split.
   """
-  n = len(labels)
+  n = len(next(iter(arrays.values())))
   for start in range(0, n, batch_size):
-    x, y = images[start:start + batch_size], labels[start:start + batch_size]
-    pad = batch_size - len(y)
-    mask = np.concatenate([np.ones(len(y), bool), np.zeros(pad, bool)])
-    if pad:
-      x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-      y = np.concatenate([y, np.zeros(pad, y.dtype)])
-    yield {"image": x, "label": y, "mask": mask}
+    rows = min(batch_size, n - start)
+    pad = batch_size - rows
+    batch = {}
+    for k, v in arrays.items():
+      part = v[start:start + rows]
+      batch[k] = np.concatenate([part, np.zeros((pad,) + v.shape[1:], v.dtype)]) if pad else part
+    batch["valid"] = np.arange(batch_size) < rows
+    batch["index"] = np.arange(start, start + batch_size, dtype=np.int32)
+    yield batch

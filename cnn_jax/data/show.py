@@ -17,15 +17,15 @@ def show_data(config: ml_collections.ConfigDict, out_path: str, num_images: int 
   Captions give the label (the dominant one and its weight under mixup/cutmix).
   """
   data = data_lib.prepare(config, workdir=None)
-  images, labels = data.splits["train"]
-  pick = np.random.default_rng(seed).choice(len(labels), min(num_images, len(labels)),
-                                            replace=False)
-  x, y = images[pick], labels[pick]
-  augment = data_lib.augmenter(config, data.num_classes)
-  targets = y
+  arrays = data.splits["train"]
+  count = len(arrays["image"])
+  pick = np.random.default_rng(seed).choice(count, min(num_images, count), replace=False)
+  batch = {k: v[pick] for k, v in arrays.items() if k in ("image", "label")}
+  augment = data.augmenter(config, {"image": "image", "label": "label"})
   if augment is not None:
-    x, targets = jax.jit(augment)(jax.random.PRNGKey(seed), x, y)
-    x, targets = np.asarray(x), np.asarray(targets)
+    batch = {k: np.asarray(v) for k, v in jax.jit(augment)(jax.random.PRNGKey(seed),
+                                                           batch).items()}
+  x, targets = batch["image"], batch["label"]
   names = data.class_names
   if targets.ndim == 2:  # soft labels
     captions = [f"{names[int(t.argmax())]} ({t.max():.2f})" for t in targets]

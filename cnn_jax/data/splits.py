@@ -1,4 +1,5 @@
-"""Deterministic, stratified train/validation/test splits, saved in the workdir.
+"""Deterministic train/validation/test splits (stratified by label when the data has labels),
+saved in the workdir.
 
 The chosen indices (into the source's train and test arrays) are written to
 ``workdir/splits.npz`` on the first run and read back on every resume or later
@@ -18,15 +19,17 @@ from cnn_jax.errors import DataError
 SPLITS_FILE = "splits.npz"
 
 
-def _stratified_take(indices: np.ndarray, labels: np.ndarray, fraction_or_count, seed: int):
-  """Splits ``indices`` into (rest, taken) with ``taken`` stratified by ``labels[indices]``."""
+def _take(indices: np.ndarray, labels: np.ndarray | None, fraction_or_count, seed: int,
+          what: str):
+  """Splits ``indices`` into (rest, taken), stratified by ``labels[indices]`` when there are
+  labels (a plain seeded shuffle otherwise)."""
   try:
     rest, taken = train_test_split(indices, test_size=fraction_or_count, random_state=seed,
-                                   stratify=labels[indices])
+                                   stratify=None if labels is None else labels[indices])
   except ValueError as e:
-    raise DataError(f"Cannot make a stratified split of {len(indices)} examples "
-                    f"(size {fraction_or_count}): {e}. Use a larger dataset or smaller "
-                    "dataset.val_fraction / dataset.test_fraction.") from None
+    raise DataError(f"Cannot split {len(indices)} examples to take {what}={fraction_or_count} "
+                    f"({e}). Choose {what} so that every class keeps at least one example in "
+                    "each part, or use a larger dataset.") from None
   return np.sort(rest), np.sort(taken)
 
 
@@ -39,18 +42,18 @@ def choose_indices(data: ArrayData, cfg: ml_collections.ConfigDict, seed: int) -
   the training examples, e.g. to provoke overfitting.
   """
   labels = data.train_labels
-  pool = np.arange(len(labels))
+  pool = np.arange(len(data.train_images))
   if data.test_images is not None and not cfg.get("test_fraction"):
-    test, test_from = np.arange(len(data.test_labels)), "test"
+    test, test_from = np.arange(len(data.test_images)), "test"
   else:
     if not cfg.get("test_fraction"):
       raise DataError(f"Dataset {cfg.name!r} has no test split: set dataset.test_fraction "
                       "(e.g. 0.2).")
-    pool, test = _stratified_take(pool, labels, cfg.test_fraction, seed)
+    pool, test = _take(pool, labels, cfg.test_fraction, seed, "dataset.test_fraction")
     test_from = "train"
-  train, val = _stratified_take(pool, labels, cfg.val_fraction, seed + 1)
+  train, val = _take(pool, labels, cfg.val_fraction, seed + 1, "dataset.val_fraction")
   if cfg.get("train_subset"):
-    _, train = _stratified_take(train, labels, int(cfg.train_subset), seed + 2)
+    _, train = _take(train, labels, int(cfg.train_subset), seed + 2, "dataset.train_subset")
   return {"train": train, "val": val, "test": test, "test_from": test_from}
 
 
@@ -59,11 +62,9 @@ def load_or_choose(data: ArrayData, cfg: ml_collections.ConfigDict, seed: int,
   """Reads ``workdir/splits.npz`` if present (checking it fits ``data``), else chooses and saves."""
   path = os.path.join(workdir, SPLITS_FILE) if workdir else None
   if path and os.path.exists(path):
-    with np.load(path, allow_pickle=False) as f:
-      split = {k: f[k] for k in ("train", "val", "test")}
-      split["test_from"] = str(f["test_from"])
-    n_train = len(data.train_labels)
-    n_test = n_train if split["test_from"] == "train" else len(data.test_labels)
+    split = _read(path)
+    n_train = len(data.train_images)
+    n_test = n_train if split["test_from"] == "train" else len(data.test_images)
     if (max(split["train"].max(), split["val"].max()) >= n_train
         or split["test"].max() >= n_test):
       raise DataError(f"{path} does not fit dataset {cfg.name!r} (indices out of range): the "
@@ -72,14 +73,29 @@ def load_or_choose(data: ArrayData, cfg: ml_collections.ConfigDict, seed: int,
   split = choose_indices(data, cfg, seed)
   if path and jax.process_index() == 0:  # every process chooses the same; one writes
     os.makedirs(workdir, exist_ok=True)
-    np.savez(path, **split)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **split)
+    os.replace(tmp, path)  # atomic: a kill never leaves half a file
   return split
 
 
-def apply(data: ArrayData, split: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """Materializes ``{"train"|"val"|"test": (images uint8 [N,H,W,C], labels int32 [N])}``."""
-  x, y = data.train_images, data.train_labels
-  tx, ty = (x, y) if split["test_from"] == "train" else (data.test_images, data.test_labels)
-  return {"train": (x[split["train"]], y[split["train"]]),
-          "val": (x[split["val"]], y[split["val"]]),
-          "test": (tx[split["test"]], ty[split["test"]])}
+def _read(path: str) -> dict:
+  """The saved split indices; a damaged file is a DataError naming it."""
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      split = {k: f[k].astype(np.int64) for k in ("train", "val", "test")}
+      split["test_from"] = str(f["test_from"])
+  except Exception as e:  # truncated zip, missing key, pickled data
+    raise DataError(f"{path} is damaged ({type(e).__name__}: {str(e)[:120]}). It records which "
+                    "examples are in which split: restore it, or start in a new --workdir.") from None
+  if split["test_from"] not in ("train", "test"):
+    raise DataError(f"{path} is damaged (test_from={split['test_from']!r}); use a new --workdir.")
+  return split
+
+
+def apply(data: ArrayData, split: dict) -> dict[str, dict[str, np.ndarray]]:
+  """Materializes ``{"train"|"val"|"test": {key: array}}`` (uint8 images, as the source)."""
+  test_source = data.train if split["test_from"] == "train" else data.test
+  pick = lambda arrays, idx: {k: v[idx] for k, v in arrays.items()}  # noqa: E731
+  return {"train": pick(data.train, split["train"]), "val": pick(data.train, split["val"]),
+          "test": pick(test_source, split["test"])}

@@ -17,6 +17,9 @@ The rules, in order (each threshold is a keyword of :func:`diagnose`):
    (``1 / num_classes``). Without accuracies in the history this rule is skipped.
 4. **good fit** otherwise.
 
+The advice names the run's best checkpoint by its primary metric (the one the best
+checkpoint is kept by), with its step and epoch, only when that checkpoint exists.
+
 Averaging over a window keeps one noisy epoch from flipping the verdict. Train metrics
 are measured during training (with dropout and augmentation on), so a small negative gap
 is normal.
@@ -41,7 +44,7 @@ class Diagnosis:
     explanation: plain-language reasons, quoting the numbers used.
     advice: what to try next, one suggestion per item.
     evidence: the numbers behind the verdict (final and recent metrics, gap, best epoch).
-    best_epoch: the epoch with the lowest validation loss (``None`` without one).
+    best_epoch: the best epoch by the primary metric (``None`` without one).
   """
   verdict: str
   explanation: str
@@ -67,7 +70,30 @@ def _mean(rows: list[dict], key: str) -> float:
   return sum(r[key] for r in rows) / len(rows)
 
 
-def diagnose(history: list[dict], *, num_classes: int | None = None, min_epochs: int = 3,
+def _best_checkpoint_advice(rows: list[dict], primary: tuple[str, str],
+                            checkpoints: dict | None) -> tuple[str, int | None]:
+  """Where the best weights are: the kept best checkpoint (step, epoch, value), or the best
+  epoch by the primary metric when no checkpoint information is given."""
+  metric, mode = primary
+  scored = [r for r in rows if _finite(r, metric)]
+  if not scored:
+    return "", None
+  pick = max if mode == "max" else min
+  best_row = pick(scored, key=lambda r: r[metric])
+  if not checkpoints or checkpoints.get("best") is None:
+    return (f"By {metric} the best epoch was {best_row.get('epoch')} ({best_row[metric]:.4f}).",
+            best_row.get("epoch"))
+  step = checkpoints["best"]
+  row = next((r for r in rows if r.get("step") == step), None)
+  epoch = row.get("epoch") if row else step // max(checkpoints.get("steps_per_epoch", 1), 1)
+  value = f", {metric} {row[metric]:.4f}" if row and _finite(row, metric) else ""
+  return (f"The best checkpoint by {metric} is step {step} (epoch {epoch}{value}): "
+          "`python -m cnn_jax eval --workdir ... --checkpoint best` restores it.", epoch)
+
+
+def diagnose(history: list[dict], *, num_classes: int | None = None,
+             primary: tuple[str, str] = ("val_loss", "min"), checkpoints: dict | None = None,
+             min_epochs: int = 3,
              window: int = 3, max_accuracy_gap: float = 0.10, max_val_loss_rise: float = 0.10,
              min_train_accuracy: float = 0.80, chance_margin: float = 0.05) -> Diagnosis:
   """Says whether a run over- or underfits, from its per-epoch history.
@@ -76,6 +102,9 @@ def diagnose(history: list[dict], *, num_classes: int | None = None, min_epochs:
     history: per-epoch rows as in ``metrics.jsonl`` (a repeated epoch, e.g. after a resume,
       keeps its last row).
     num_classes: for the chance level ``1 / num_classes``; ``None`` skips that check.
+    primary: ``(metric, "max" | "min")``, the run's primary metric.
+    checkpoints: ``{"best": step, "steps_per_epoch": n}`` of the kept checkpoints; the
+      advice then points at the best kept one.
     min_epochs: fewer epochs with finite train and validation loss give "not enough data".
     window: how many final epochs are averaged for the recent metrics.
     max_accuracy_gap: train minus validation accuracy above this is overfitting.
@@ -110,12 +139,14 @@ def diagnose(history: list[dict], *, num_classes: int | None = None, min_epochs:
 
   recent = rows[-window:]
   best = min(rows, key=lambda r: r["val_loss"])
-  best_epoch = best.get("epoch")
+  best_advice, best_epoch = _best_checkpoint_advice(rows, primary, checkpoints)
+  use_best = [best_advice] if best_advice else []
   ev = {
       "epochs": len(rows),
       "final_train_loss": rows[-1]["train_loss"],
       "final_val_loss": rows[-1]["val_loss"],
       "best_epoch": best_epoch,
+      "min_val_loss_epoch": best.get("epoch"),
       "best_val_loss": best["val_loss"],
       "recent_train_loss": _mean(recent, "train_loss"),
       "recent_val_loss": _mean(recent, "val_loss"),
@@ -148,7 +179,7 @@ def diagnose(history: list[dict], *, num_classes: int | None = None, min_epochs:
         f"{ev['accuracy_gap']:.3f} (limit {max_accuracy_gap:.2f})")
   if ev["val_loss_rise"] > max_val_loss_rise and train_still_falling:
     reasons.append(
-        f"validation loss reached its minimum {best['val_loss']:.4f} at epoch {best_epoch} "
+        f"validation loss reached its minimum {best['val_loss']:.4f} at epoch {best.get('epoch')} "
         f"and has since risen to {ev['val_loss_after_best']:.4f} on average "
         f"(+{100 * ev['val_loss_rise']:.0f}%, limit {100 * max_val_loss_rise:.0f}%) while the "
         f"train loss kept falling to {rows[-1]['train_loss']:.4f}")
@@ -160,8 +191,7 @@ def diagnose(history: list[dict], *, num_classes: int | None = None, min_epochs:
         ["Reduce capacity (fewer or narrower layers).",
          "Add regularization: dropout, weight decay, or stronger data augmentation.",
          "Get more training data.",
-         f"Stop early: keep the checkpoint from epoch {best_epoch}, where validation loss "
-         "was lowest."],
+         "Stop early: train for fewer epochs."] + use_best,
         ev, best_epoch)
 
   if has_acc and ev["recent_train_accuracy"] < min_train_accuracy:
@@ -196,13 +226,11 @@ def diagnose(history: list[dict], *, num_classes: int | None = None, min_epochs:
             f"{100 * ev['val_loss_rise']:.0f}% above its minimum {best['val_loss']:.4f}, but "
             "the train loss rose as well, which points to unstable training rather than "
             "overfitting.")
-    advice = ["Lower the learning rate or decay it faster.",
-              f"Validation loss was lowest at epoch {best_epoch}: use that checkpoint."]
+    advice = ["Lower the learning rate or decay it faster."] + use_best
   else:
     loss = (f"validation loss ends at {rows[-1]['val_loss']:.4f} with no sustained rise "
-            f"above its minimum {best['val_loss']:.4f} (epoch {best_epoch}).")
-    advice = [("Validation loss was still falling at the last epoch: training longer may "
-               "help a little.") if best is rows[-1] else
-              f"Validation loss was lowest at epoch {best_epoch}: use that checkpoint."]
+            f"above its minimum {best['val_loss']:.4f} (epoch {best.get('epoch')}).")
+    advice = (["Validation loss was still falling at the last epoch: training longer may "
+               "help a little."] if best is rows[-1] else []) + use_best
   return Diagnosis(GOOD_FIT, f"Training and validation agree: {acc}{loss}{note}",
                    advice, ev, best_epoch)

@@ -15,8 +15,7 @@ from cnn_jax.evaluate.diagnose import Diagnosis
 
 # Per-epoch rows shown in the training table; longer histories are thinned evenly.
 MAX_HISTORY_ROWS = 30
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                   "learning_rate", "epoch_time_s")
+MAX_HISTORY_COLUMNS = 10
 PER_CLASS_COLUMNS = ("precision", "recall", "specificity", "f1", "support")
 
 CSS = """
@@ -62,7 +61,12 @@ def _history_table(history: list[dict]) -> tuple:
   rows = history[::step]
   if rows and rows[-1] is not history[-1]:
     rows.append(history[-1])
-  columns = [c for c in HISTORY_COLUMNS if any(c in r for r in history)]
+  keys = []
+  for row in history:
+    keys += [k for k in row if k not in keys and k != "step"]
+  metrics = [k for k in keys if k.startswith(("train_", "val_"))]
+  others = [k for k in keys if k not in metrics and k != "epoch"]
+  columns = (["epoch"] + metrics)[:MAX_HISTORY_COLUMNS - len(others)] + others
   return ("table", columns, [[_fmt(r.get(c, "")) for c in columns] for r in rows])
 
 
@@ -98,9 +102,11 @@ def _build_blocks(workdir: str, *, config: dict, dataset_info: dict, model_info:
 
   summary = [f"{len(history)} epoch(s) trained."] if history else ["No training history."]
   for split, results in eval_results.items():
-    if "accuracy" in results:
-      summary.append(f"{split.capitalize()} accuracy {_fmt(results['accuracy'])}"
-                     + (f", loss {_fmt(results['loss'])}." if "loss" in results else "."))
+    shown = [k for k in ("accuracy", "loss") if k in results] or [
+        k for k, v in results.items() if isinstance(v, float)][:3]
+    if shown:
+      summary.append(f"{split.capitalize()} " + ", ".join(f"{k} {_fmt(results[k])}"
+                                                         for k in shown) + ".")
   if diagnosis is not None:
     summary.append(f"Diagnosis: {diagnosis.verdict}.")
   if "num_params" in model_info:

@@ -1,46 +1,24 @@
-"""Tasks: what a task adds to the shared loop (outputs, loss, predictions, metrics).
+"""Tasks: what a task adds to the one training loop (inputs, networks, steps, metrics,
+figures). See :mod:`cnn_jax.tasks.base` for the interface.
 
-A :class:`Task` is chosen by ``config.task.name`` (default ``"classification"``) and
-parametrizes the generic step functions in :mod:`cnn_jax.tasks.steps`.
+A task is chosen by ``config.task.name`` (default ``"classification"``).
 """
 
-import dataclasses
-from typing import Callable
-
-import jax
 import ml_collections
 
-from cnn_jax.registry import Registry
-
-TASKS = Registry("task")
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-  """How a task turns model outputs into losses, predictions and scores.
-
-  Attributes:
-    name: the registered name.
-    num_outputs: model outputs for a dataset with ``num_classes`` classes.
-    loss: ``(outputs [B, O], labels [B]) -> per-example loss [B]`` for training.
-    eval_loss: the same without training-only terms (label smoothing).
-    decide: ``outputs -> decision scores [B, K]`` whose argmax is the predicted class
-      (applies e.g. a binary decision threshold).
-    probabilities: ``outputs -> class probabilities [B, K]`` (for ROC curves).
-  """
-  name: str
-  num_outputs: Callable[[int], int]
-  loss: Callable[[jax.Array, jax.Array], jax.Array]
-  eval_loss: Callable[[jax.Array, jax.Array], jax.Array]
-  decide: Callable[[jax.Array], jax.Array]
-  probabilities: Callable[[jax.Array], jax.Array]
-  threshold: float | None = None
+from cnn_jax.tasks import autoencoder, classification  # noqa: F401  (register the tasks)
+from cnn_jax.tasks.base import TASKS, SupervisedTask, Task
 
 
-def get_task(config: ml_collections.ConfigDict) -> Task:
-  """The task named by ``config.task.name`` (``classification`` when there is no section)."""
-  section = config.get("task") or ml_collections.ConfigDict({"name": "classification"})
-  return TASKS.get(section.name)(section, config)
+def task_name(config: ml_collections.ConfigDict) -> str:
+  """``config.task.name``, or ``"classification"`` when the config has no task section."""
+  section = config.get("task")
+  return section.get("name", "classification") if section else "classification"
 
 
-from cnn_jax.tasks import binary, classification  # noqa: E402,F401  (registers the tasks)
+def get_task(config: ml_collections.ConfigDict, data) -> Task:
+  """The task named by the config, built for the prepared ``data``."""
+  return TASKS.get(task_name(config))(config, data)
+
+
+__all__ = ["TASKS", "SupervisedTask", "Task", "get_task", "task_name"]

@@ -1,152 +1,120 @@
-"""The training loop shared by every experiment, readable top to bottom.
+"""The training loop shared by every task, readable top to bottom.
 
-``train(config, workdir)``: prepare data -> build model and state -> restore the latest
-checkpoint if any -> jit-compiled, data-parallel steps -> per-epoch validation, logs and
-checkpoints -> final test evaluation. Re-running it on the same workdir resumes and ends
-with exactly the same parameters and metrics as an uninterrupted run.
+``fit(config, workdir)``: check the workdir -> build the session (data, task, networks,
+state) -> restore the newest good checkpoint if any -> jit-compiled, data-parallel steps
+of the task -> per-epoch validation, logs and checkpoints. Re-running it on the same
+workdir resumes and ends with exactly the same parameters and metrics as an uninterrupted
+run. The loop knows nothing about classification: it sums the ``(sum, count)`` metrics the
+task's step returns and logs them as ``train_<name>`` / ``val_<name>``.
 """
 
 import dataclasses
-import functools
+import math
 import os
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from cnn_jax import config as config_lib
-from cnn_jax import data as data_lib
-from cnn_jax import models
 from cnn_jax.data import pipeline
 from cnn_jax.data.device_data import DeviceBatches
-from cnn_jax.errors import CnnJaxError, ConfigError
-from cnn_jax.evaluate.diagnose import diagnose
-from cnn_jax.evaluate.run import Evaluator, evaluate_and_report
-from cnn_jax.tasks import Task, get_task, steps
-from cnn_jax.train import optim, parallel
+from cnn_jax.errors import CnnJaxError, NonFiniteError
+from cnn_jax.tasks.base import means
+from cnn_jax.train import parallel, workdir as workdir_lib
 from cnn_jax.train.checkpoint import Checkpoints
 from cnn_jax.train.logging import MetricsLog, Progress, read_history
-from cnn_jax.train.state import TrainState, check_input_shape, create_train_state, zero_totals
+from cnn_jax.train.session import Session, setup
+from cnn_jax.train.state import TrainState
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int):
-  """``config.model.name`` with every other ``config.model`` key as a constructor option."""
-  options = {k: v for k, v in config.model.items() if k != "name"}
-  if "dtype" in options:
-    options["dtype"] = jnp.dtype(options["dtype"])
-  return models.create(config.model.name, num_classes=num_classes, **options)
+def make_train_step(task):
+  """``(state, batch) -> state``: the task's step, its metrics added to ``state.totals``
+  and the step counter advanced (jitted by the loop and by ``bench``)."""
 
+  def step(state: TrainState, batch: dict) -> TrainState:
+    state, metrics = task.train_step(state, batch)
+    totals = jax.tree.map(jnp.add, state.totals, metrics)
+    return state.replace(step=state.step + 1, totals=totals)
 
-def check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Saves ``config.json``; if the workdir already has a different one, refuses to mix runs."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    old_flat = config_lib.flat_items(config_lib.to_dict(config_lib.load_json(path)))
-    new_flat = config_lib.flat_items(config_lib.to_dict(config))
-    changed = sorted(k for k in old_flat.keys() | new_flat.keys()
-                     if old_flat.get(k) != new_flat.get(k))
-    if changed:
-      raise ConfigError(
-          f"{workdir} already holds a run with a different config (changed: "
-          f"{', '.join(changed[:8])}). Resuming would mix two experiments; use a new "
-          "--workdir, or repeat the original command to resume.")
-    return
-  config_lib.save_json(config, path)
-
-
-def _round_up(n: int, multiple: int) -> int:
-  return -(-n // multiple) * multiple
+  return step
 
 
 @dataclasses.dataclass
-class Session:
-  """Everything a run needs, built from its config (shared by training and evaluation)."""
-  data: data_lib.PreparedData
-  model: Any
-  mesh: Any
+class FitResult:
+  """What training leaves: the session, the final state and the checkpoints' state."""
+  session: Session
   state: TrainState
-  task: Task
-  schedule: Any
-  evaluator: Evaluator
-  steps_per_epoch: int
-  total_steps: int
+  history: list[dict]
+  checkpoint_steps: list[int]
+  best_step: int | None
+  resumed_from: int
+  already_complete: bool
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str, for_eval: bool = False) -> Session:
-  """Data, model, mesh, initial state and evaluator for ``config`` in ``workdir``.
-
-  With ``for_eval`` the workdir's ``config.json`` is neither checked nor written.
-  """
-  if not for_eval and jax.process_index() == 0:
-    check_workdir_config(config, workdir)
-  tcfg = config.train
-  data = data_lib.prepare(config, workdir)
-  task = get_task(config)
-  model = build_model(config, task.num_outputs(data.num_classes))
-  check_input_shape(model, data.image_shape, config.model.name)
-  mesh = parallel.make_mesh(tcfg.num_devices)
-  parallel.check_batch_size(tcfg.batch_size, mesh)
-  per_epoch = pipeline.steps_per_epoch(data.sizes()["train"], tcfg.batch_size)
-  if per_epoch == 0:
-    raise ConfigError(f"train.batch_size={tcfg.batch_size} exceeds the {data.sizes()['train']} "
-                      "training examples; lower it.")
-  total_steps = per_epoch * tcfg.epochs
-  schedule = optim.make_schedule(config, per_epoch, total_steps)
-  tx = optim.make_optimizer(config, schedule)
-  init = jax.jit(lambda: create_train_state(model, tx, config.seed, data.image_shape),
-                 out_shardings=parallel.replicated(mesh))
-  eval_batch_size = _round_up(tcfg.eval_batch_size, mesh.size * jax.process_count())
-  evaluator = Evaluator(mesh, eval_batch_size, data.num_classes, task, data.normalizer())
-  return Session(data, model, mesh, init(), task, schedule, evaluator, per_epoch, total_steps)
+def checkpoints_for(session: Session, workdir: str, read_only: bool = False) -> Checkpoints:
+  metric, mode = session.primary
+  return Checkpoints(os.path.join(workdir, "checkpoints"),
+                     keep=session.config.train.keep_checkpoints, best_metric=metric,
+                     best_mode=mode, read_only=read_only)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints).
+def _check_finite(values: dict, what: str, epoch: int, checkpoints: Checkpoints) -> None:
+  bad = {k: v for k, v in values.items() if isinstance(v, float) and not math.isfinite(v)}
+  if bad:
+    kept = checkpoints.steps()
+    where = (f"the newest kept checkpoint is step {kept[-1]}" if kept
+             else "no checkpoint was kept")
+    raise NonFiniteError(
+        f"The {what} {', '.join(f'{k}={v}' for k, v in bad.items())} in epoch {epoch} are not "
+        f"finite; {where}. Lower optimizer.learning_rate or add warmup (schedule.name="
+        "'warmup_cosine').")
 
-  Returns:
-    ``{"val": metrics, "test": metrics, "steps": int, "diagnosis": Diagnosis}`` for the
-    final state; ``workdir`` then also holds ``eval/test.json``, figures and the report.
-  """
+
+def fit(config: ml_collections.ConfigDict, workdir: str) -> FitResult:
+  """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints)."""
+  is_main = jax.process_index() == 0
+  if is_main:
+    workdir_lib.check_writable(workdir)
+    workdir_lib.check_config(config, workdir)
   session = setup(config, workdir)
-  tcfg, data, mesh, state = config.train, session.data, session.mesh, session.state
-  per_epoch, total_steps, schedule = (session.steps_per_epoch, session.total_steps,
-                                      session.schedule)
+  if is_main:
+    workdir_lib.save_config(config, workdir)  # only once the run can start
+  tcfg, data, mesh, task = config.train, session.data, session.mesh, session.task
+  per_epoch, total_steps = session.steps_per_epoch, session.total_steps
   replicated = parallel.replicated(mesh)
-  x_train, y_train = data.splits["train"]
-  checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep=tcfg.keep_checkpoints,
-                            best_metric=tcfg.best_metric, best_mode=tcfg.best_mode)
+
+  checkpoints = checkpoints_for(session, workdir)
+  state, data_state = session.state, {"next_index": 0}
   restored = checkpoints.restore(state)
-  data_state = {"next_index": 0}
   if restored is not None:
     state, data_state, _, _ = restored
   start_step = int(state.step)
 
   if tcfg.get("on_device_data"):  # the whole split resident on the device(s)
-    train_iter = DeviceBatches(x_train, y_train, batch_size=tcfg.batch_size, seed=config.seed,
-                               mesh=mesh)
+    train_iter = DeviceBatches(data.splits["train"], batch_size=tcfg.batch_size,
+                               seed=config.seed, mesh=mesh)
     to_device = lambda batch: batch  # noqa: E731  (already sharded)
   else:
     train_iter = iter(pipeline.train_batches(
-        x_train, y_train, batch_size=tcfg.batch_size, seed=config.seed, num_steps=total_steps,
-        process_index=jax.process_index(), process_count=jax.process_count()))
+        data.splits["train"], batch_size=tcfg.batch_size, seed=config.seed,
+        num_steps=total_steps, process_index=jax.process_index(),
+        process_count=jax.process_count()))
     to_device = lambda batch: parallel.shard_batch(batch, mesh)  # noqa: E731
   train_iter.set_state(data_state)
+  train_step = jax.jit(make_train_step(task),
+                       in_shardings=(replicated, parallel.batch_sharded(mesh)),
+                       out_shardings=replicated, donate_argnums=0)
 
-  batch_spec = parallel.batch_sharded(mesh)
-  train_step = jax.jit(functools.partial(steps.train_step, task=session.task,
-                                         augment=data_lib.augmenter(config, data.num_classes),
-                                         normalize=data.normalizer()),
-                       in_shardings=(replicated, batch_spec), out_shardings=replicated,
-                       donate_argnums=0)
-  validate = lambda st: session.evaluator(st, *data.splits["val"])[0]  # noqa: E731
-
-  is_main = jax.process_index() == 0
   log = MetricsLog(workdir, start_step, enabled=is_main)
   progress = Progress(total_steps, start_step, enabled=tcfg.progress and is_main)
+  if start_step >= total_steps:
+    progress.write(f"the run in {workdir} is complete ({start_step} steps); "
+                   "`python -m cnn_jax eval --workdir ...` re-evaluates a checkpoint")
+  elif start_step:
+    progress.write(f"resumed from step {start_step} (epoch {start_step // per_epoch}, "
+                   f"{start_step % per_epoch} steps into the next)")
   meta = {"config": config_lib.to_dict(config), "steps_per_epoch": per_epoch}
   epoch_start = time.perf_counter()
   try:
@@ -154,38 +122,35 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       state = train_step(state, to_device(next(train_iter)))
       show = step % tcfg.log_every_steps == 0
       progress.update(step, tcfg.batch_size,
-                      steps.summarize(state.totals) if show else None)
+                      task.progress_metrics(means(state.totals)) if show else None)
+      epoch = step // per_epoch
       if step % per_epoch == 0:
-        epoch = step // per_epoch
-        train_metrics = steps.summarize(state.totals)
-        if not np.isfinite(train_metrics["loss"]):
-          raise CnnJaxError(f"The training loss became {train_metrics['loss']} in epoch {epoch}. "
-                            "Lower optimizer.learning_rate or add warmup; the last good "
-                            "checkpoint is kept.")
-        val_metrics = validate(state)
+        train_metrics = means(state.totals)
+        _check_finite(train_metrics, "training metrics", epoch, checkpoints)
+        val_metrics = session.evaluator.metrics(state, data.splits["val"])
+        _check_finite(val_metrics, "validation metrics", epoch, checkpoints)
         row = {"epoch": epoch, "step": step,
-               "train_loss": train_metrics["loss"], "train_accuracy": train_metrics["accuracy"],
-               "val_loss": val_metrics["loss"], "val_accuracy": val_metrics["accuracy"],
-               "learning_rate": float(schedule(step)),
+               **{f"train_{k}": v for k, v in train_metrics.items()},
+               **{f"val_{k}": v for k, v in val_metrics.items()},
+               "learning_rate": float(session.schedule(step)),
                "epoch_time_s": round(time.perf_counter() - epoch_start, 3)}
         log.write(row)
-        progress.write(f"epoch {epoch}/{tcfg.epochs}  train loss {row['train_loss']:.4f} "
-                       f"acc {row['train_accuracy']:.4f}  val loss {row['val_loss']:.4f} "
-                       f"acc {row['val_accuracy']:.4f}")
-        state = state.replace(totals=jax.device_put(zero_totals(), replicated))
+        shown = [f"{k} {v:.4f}" for part in (train_metrics, val_metrics)
+                 for k, v in list(task.progress_metrics(part).items())[:3]]
+        progress.write(f"epoch {epoch}/{tcfg.epochs}  train " + "  ".join(shown[:3])
+                       + "  |  val " + "  ".join(shown[3:]))
+        state = state.replace(totals=jax.tree.map(jnp.zeros_like, state.totals))
         checkpoints.save(step, state, train_iter.get_state(), {**meta, "epoch": epoch},
-                         metrics={k: v for k, v in row.items() if k.startswith("val_")})
+                         metrics={k: v for k, v in row.items()
+                                  if k.startswith(("train_", "val_"))})
         epoch_start = time.perf_counter()
       elif tcfg.checkpoint_every_steps and step % tcfg.checkpoint_every_steps == 0:
-        checkpoints.save(step, state, train_iter.get_state(), {**meta, "epoch": step // per_epoch})
+        checkpoints.save(step, state, train_iter.get_state(), {**meta, "epoch": epoch})
     checkpoints.wait()
+    kept, best = checkpoints.steps(), checkpoints.best_step()
   finally:
     progress.close()
     log.close()
     checkpoints.close()
-
-  test = evaluate_and_report(workdir, config, data, state, session.evaluator, "test",
-                             int(state.step))
-  diagnosis = diagnose(read_history(workdir), num_classes=data.num_classes)
-  return {"val": validate(state), "test": test, "steps": int(state.step),
-          "diagnosis": diagnosis}
+  return FitResult(session, state, read_history(workdir), kept, best, start_step,
+                   start_step >= total_steps)

@@ -10,14 +10,14 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
-def make_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
+def make_schedule(s: ml_collections.ConfigDict, lr: float, steps_per_epoch: int,
                   total_steps: int) -> optax.Schedule:
-  """``cfg.schedule.name`` in ``constant | cosine | warmup_cosine | step``.
+  """The learning rate over steps: ``schedule.name`` in ``constant | cosine | warmup_cosine |
+  step`` applied to the peak rate ``lr``.
 
   ``warmup_epochs`` applies to ``warmup_cosine``; ``step`` multiplies the rate by
   ``decay_factor`` at each epoch in ``decay_epochs``.
   """
-  lr, s = cfg.optimizer.learning_rate, cfg.schedule
   if s.name == "constant":
     return optax.constant_schedule(lr)
   if s.name == "cosine":
@@ -36,22 +36,23 @@ def decay_mask(params) -> dict:
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict,
+def make_optimizer(o: ml_collections.ConfigDict,
                    schedule: optax.Schedule) -> optax.GradientTransformation:
-  """``cfg.optimizer.name`` in ``sgd | adam | adamw``.
+  """An optimizer section's ``name`` in ``sgd | adam | adamw`` (``b1``/``b2`` optional for
+  the Adam family, e.g. ``b1=0.5`` for GANs).
 
   ``weight_decay`` never touches biases or batch-norm parameters. For ``adamw`` it is
   decoupled (Loshchilov & Hutter); for ``sgd`` and ``adam`` it is added to the gradient
   (classic L2 regularization).
   """
-  o = cfg.optimizer
   wd = o.get("weight_decay", 0.0)
+  betas = {k: o[k] for k in ("b1", "b2") if o.get(k) is not None}
   if o.name == "sgd":
     base = optax.sgd(schedule, momentum=o.get("momentum") or None, nesterov=o.get("nesterov", False))
   elif o.name == "adam":
-    base = optax.adam(schedule)
+    base = optax.adam(schedule, **betas)
   elif o.name == "adamw":
-    return optax.adamw(schedule, weight_decay=wd, mask=decay_mask)
+    return optax.adamw(schedule, weight_decay=wd, mask=decay_mask, **betas)
   else:
     raise ConfigError(f"Unknown optimizer.name {o.name!r}; choose one of {', '.join(OPTIMIZERS)}.")
   if wd:

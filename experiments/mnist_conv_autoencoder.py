@@ -1,0 +1,33 @@
+"""A convolutional autoencoder on MNIST: stride-2 convolutions down to a latent vector,
+pixel-shuffle upsampling (the fastest choice of cnn_jax/models/upsample.py) back up,
+sigmoid output, MSE loss.
+
+  CNN_JAX_DATA_DIR=../shared/data python -m cnn_jax train \\
+      --config experiments/mnist_conv_autoencoder.py --workdir runs/mnist_conv_autoencoder
+
+``--config experiments/mnist_conv_autoencoder.py:digits`` is the CI-sized variant.
+"""
+
+import ml_collections
+
+from cnn_jax.config import train_section
+from cnn_jax.data.presets import dataset_preset
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  digits = variant == "digits"
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.dataset = dataset_preset("digits" if digits else "mnist")
+  config.task = ml_collections.ConfigDict({"name": "autoencoder", "loss": "mse",
+                                           "noise_factor": 0.0})
+  config.model = ml_collections.ConfigDict({"name": "conv_autoencoder",
+                                            "latent_dim": 16 if digits else 32,
+                                            "widths": (16, 32) if digits else (32, 64),
+                                            "upsample": "pixel_shuffle"})
+  config.optimizer = ml_collections.ConfigDict({"name": "adam", "learning_rate": 2e-3,
+                                                "weight_decay": 0.0})
+  config.schedule = ml_collections.ConfigDict({"name": "cosine"})
+  config.train = train_section(epochs=10 if digits else 10, batch_size=32 if digits else 128,
+                               eval_batch_size=256 if digits else 1000, log_every_steps=20)
+  return config
