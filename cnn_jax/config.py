@@ -2,13 +2,16 @@
 
 An override must name an existing key (a misspelling fails at once, listing the
 closest valid keys) and its value is parsed to the type of the value it replaces.
+:func:`validate` checks the values before any work starts.
 """
 
 import ast
+import contextlib
 import difflib
 import importlib.util
 import json
 import os
+import tempfile
 
 import ml_collections
 
@@ -26,8 +29,8 @@ TRAIN_DEFAULTS = {
     "on_device_data": False,         # True: the train split stays on the device, gathered in jit
     "checkpoint_every_steps": 0,     # 0: at the end of every epoch only
     "keep_checkpoints": 2,           # the last K, plus the best by best_metric
-    "best_metric": "val_accuracy",
-    "best_mode": "max",
+    "best_metric": "auto",           # auto: the task's primary metric (e.g. val_accuracy)
+    "best_mode": "auto",             # max | min | auto (the task's, or min for losses)
     "log_every_steps": 20,
     "progress": True,
 }
@@ -43,7 +46,14 @@ def train_section(**settings) -> ml_collections.ConfigDict:
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
-  """Imports the experiment file at ``path`` and returns its ``get_config()``."""
+  """Imports the experiment file at ``path`` and returns its ``get_config()``.
+
+  ``FILE.py:ARG`` calls ``get_config("ARG")``, e.g. ``experiments/mnist_anomaly.py:digits``
+  for the CI-sized variant an experiment file offers.
+  """
+  arg = None
+  if ".py:" in path:
+    path, arg = path.rsplit(":", 1)
   if not os.path.isfile(path):
     here = os.path.dirname(path) or "."
     known = sorted(f for f in os.listdir(here) if f.endswith(".py")) if os.path.isdir(here) else []
@@ -57,7 +67,11 @@ def load_config(path: str) -> ml_collections.ConfigDict:
     raise ConfigError(f"Config file {path} failed to import: {type(e).__name__}: {e}") from None
   if not hasattr(module, "get_config"):
     raise ConfigError(f"Config file {path} has no get_config() function.")
-  config = module.get_config()
+  try:
+    config = module.get_config() if arg is None else module.get_config(arg)
+  except TypeError as e:
+    raise ConfigError(f"{path}: get_config({arg!r}) failed ({e}); does the file take an "
+                      "argument?") from None
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict.")
   missing = [s for s in REQUIRED_SECTIONS if s not in config]
@@ -134,8 +148,29 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "w"):
+  """Opens a temporary file next to ``path`` that replaces ``path`` once the block ends
+  without an error, so a reader (or a run killed mid-write) sees the old file or the new
+  one, never a partial one."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                             prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  try:
+    os.chmod(tmp, 0o644)  # mkstemp's 0o600 would hide the file from other users
+    with os.fdopen(fd, mode) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
 def save_json(config: ml_collections.ConfigDict, path: str) -> None:
-  with open(path, "w") as f:
+  """Writes ``config`` as JSON to ``path`` atomically."""
+  with atomic_write(path) as f:
     json.dump(to_dict(config), f, indent=2, sort_keys=True)
 
 
@@ -148,3 +183,57 @@ def load_json(path: str) -> ml_collections.ConfigDict:
     raise ConfigError(f"{path} not found: is this the --workdir of a training run?") from None
   except json.JSONDecodeError as e:
     raise ConfigError(f"{path} is not valid JSON ({e}).") from None
+
+
+# ``model.dtype`` names the models accept (compute dtype; parameters stay float32).
+MODEL_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check(config: ml_collections.ConfigDict, key: str, ok, allowed: str) -> None:
+  """Raises a ConfigError if ``config[key]`` (dotted, skipped when absent) fails ``ok``."""
+  node = config
+  for part in key.split("."):
+    if part not in node:
+      return
+    node = node[part]
+  if not ok(node):
+    raise ConfigError(f"{key}={node!r} is not allowed: it must be {allowed}. Fix it in the "
+                      f"config file or with --config.{key}=VALUE.")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks the values the loop relies on before any work starts.
+
+  Raises:
+    ConfigError: naming the first invalid key, its value and what is allowed.
+  """
+  fraction_or_count = lambda low_ok: lambda v: (  # noqa: E731
+      (_is_count(v) and (v >= 1 or (low_ok and v == 0)))
+      or (_is_number(v) and (0 <= v < 1 if low_ok else 0 < v < 1)))
+  checks = [
+      ("train.epochs", lambda v: _is_count(v) and v >= 1, "an integer >= 1"),
+      ("train.batch_size", lambda v: _is_count(v) and v >= 1, "an integer >= 1"),
+      ("train.eval_batch_size", lambda v: _is_count(v) and v >= 1, "an integer >= 1"),
+      ("train.keep_checkpoints", lambda v: _is_count(v) and v >= 1, "an integer >= 1"),
+      ("train.log_every_steps", lambda v: _is_count(v) and v >= 1, "an integer >= 1"),
+      ("train.checkpoint_every_steps", lambda v: _is_count(v) and v >= 0,
+       "an integer >= 0 (0: at epoch ends only)"),
+      ("train.best_mode", lambda v: v in ("min", "max", "auto"), "'min', 'max' or 'auto'"),
+      ("optimizer.learning_rate", lambda v: _is_number(v) and v > 0, "a number > 0"),
+      ("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+      ("model.dtype", lambda v: v in MODEL_DTYPES, f"one of {', '.join(MODEL_DTYPES)}"),
+      ("dataset.val_fraction", fraction_or_count(False),
+       "a fraction in (0, 1) or a number of examples >= 1"),
+      ("dataset.test_fraction", fraction_or_count(True),
+       "a fraction in [0, 1) or a number of examples >= 1"),
+  ]
+  for key, ok, allowed in checks:
+    _check(config, key, ok, allowed)

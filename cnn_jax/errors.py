@@ -20,3 +20,7 @@ class DataError(CnnJaxError):
 
 class ShapeError(CnnJaxError):
   """An input has a shape that the model cannot take."""
+
+
+class NonFiniteError(CnnJaxError):
+  """Training produced NaN or Inf values (in the loss or the train state)."""
