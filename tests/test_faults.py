@@ -37,8 +37,8 @@ def _steps(workdir: str) -> list[int]:
 
 
 def _train(workdir: str) -> None:
-  from cnn_jax.train.loop import train
-  train(digits_config(**SETTINGS), workdir)
+  import cnn_jax
+  cnn_jax.train(digits_config(**SETTINGS), workdir)
 
 
 def _final_leaves(workdir: str) -> list[np.ndarray]:
