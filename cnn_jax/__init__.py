@@ -119,7 +119,7 @@ def summary(name: str, input_size: int | None = None, *, channels: int | None = 
   from cnn_jax.train.state import check_input_shape
   model = create(name, **({"num_classes": num_classes} if num_classes else {}))
   shape = input_shape(name, input_size, channels)
-  check_input_shape(model, shape, name)
+  check_input_shape(model, (shape,), name)
   return format_summary(summarize(model, (1,) + shape), max_depth=depth)
 
 

@@ -1,8 +1,8 @@
 """Throughput, compile time, memory, FLOPs and MFU of a model's train or inference step.
 
-The step is the real one: :func:`cnn_jax.tasks.steps.train_step` of the classification
-task (SGD with momentum, state donated) or :func:`~cnn_jax.tasks.steps.predict`, jitted with the
-same shardings as the train loop over a 1-D ``data`` mesh (:func:`jitted_step`). Synthetic
+The step is the real one: the train loop's step (:func:`cnn_jax.train.loop.make_train_step`)
+of the classification task (SGD with momentum, state donated) or the task's ``predict``,
+jitted with the train loop's shardings over a 1-D ``data`` mesh (:func:`jitted_step`). Synthetic
 images ``[B, H, W, C]`` (float32, the model's native size unless given) and labels ``[B]``
 stay on the devices, so the numbers measure the step alone.
 
@@ -42,12 +42,13 @@ import ml_collections
 import numpy as np
 import optax
 
+from cnn_jax.data import PreparedData
 from cnn_jax.errors import CnnJaxError, ShapeError
 from cnn_jax.models import create
 from cnn_jax.models.catalog import input_shape
-from cnn_jax.tasks import get_task, steps as task_steps
-from cnn_jax.train import parallel
-from cnn_jax.train.state import TrainState, check_input_shape, create_train_state
+from cnn_jax.tasks import Task, get_task
+from cnn_jax.train import loop, parallel, session
+from cnn_jax.train.state import TrainState, check_input_shape, count_params
 
 MODES = ("train", "infer")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -105,27 +106,45 @@ def _peak_memory_mb(devices) -> float | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _init_fn(model, shape: tuple[int, int, int], num_devices: int) -> Callable[[], TrainState]:
-  """The jitted initializer of a replicated train state (SGD with momentum), cached: XLA
-  takes seconds to compile the random initializers, and a train and an infer benchmark
-  of the same model can share it (the train step donates the state, so not the state)."""
+def _task_and_init(model_name: str, dtype: str, num_classes: int, shape: tuple[int, int, int],
+                   num_devices: int) -> tuple[Task, Callable[[], TrainState]]:
+  """The classification task on synthetic data of ``shape`` and the jitted initializer of
+  its replicated train state (SGD with momentum). Cached: XLA takes seconds to compile the
+  random initializers, and a train and an infer benchmark of the same model can share it
+  (the train step donates the state, so not the state itself).
+
+  Raises:
+    ShapeError: the model cannot take images of ``shape``.
+  """
+  config = ml_collections.ConfigDict({"model": {"name": model_name, "dtype": dtype},
+                                      "optimizer": {}, "train": {"label_smoothing": 0.0}})
+  data = PreparedData.synthetic(shape, [str(k) for k in range(num_classes)],
+                                label=np.zeros(1, np.int32))
+  task = get_task(config, data)
+  networks = task.build_networks(lambda section: _OPTIMIZER)
+  for net in networks.values():
+    check_input_shape(net.module, net.input_shapes, model_name)
+  init, _ = session.state_initializer(task, networks, 0,
+                                      session.train_batch_spec(data.splits["train"], 1))
   mesh = parallel.make_mesh(num_devices)
-  return jax.jit(lambda: create_train_state(model, _OPTIMIZER, 0, shape),
-                 out_shardings=parallel.replicated(mesh))
+  return task, jax.jit(init, out_shardings=parallel.replicated(mesh))
 
 
-def jitted_step(mode: str, mesh, donate: bool) -> Callable:
-  """The jitted step ``(state, batch) -> state`` ("train") or ``(state, batch) -> outputs``
-  ("infer", images only), with the train loop's shardings. The benchmark's one contact
-  with the task and train-state interface, besides :func:`_init_fn`."""
+def jitted_step(task: Task, mode: str, mesh, donate: bool) -> Callable:
+  """The jitted step ``(state, batch) -> state`` ("train": the train loop's own step) or
+  ``(state, batch) -> logits`` ("infer"), with the train loop's shardings. With
+  :func:`_task_and_init`, the benchmark's one contact with the task and train-state
+  interface."""
   replicated, batch_spec = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   if mode == "train":
-    task = get_task(ml_collections.ConfigDict({"train": {"label_smoothing": 0.0}}))
-    return jax.jit(functools.partial(task_steps.train_step, task=task),
-                   in_shardings=(replicated, batch_spec), out_shardings=replicated,
-                   donate_argnums=0 if donate else ())
-  return jax.jit(lambda state, batch: task_steps.predict(state, batch["image"]),
-                 in_shardings=(replicated, batch_spec), out_shardings=batch_spec)
+    return jax.jit(loop.make_train_step(task), in_shardings=(replicated, batch_spec),
+                   out_shardings=replicated, donate_argnums=0 if donate else ())
+
+  def infer(state: TrainState, batch: dict) -> jax.Array:
+    logits, _ = task.predict(state, task.prepare_batch(None, batch, train=False))
+    return logits
+
+  return jax.jit(infer, in_shardings=(replicated, batch_spec), out_shardings=batch_spec)
 
 
 def _synthetic_batch(mesh, batch_size: int, shape: tuple[int, int, int], num_classes: int) -> dict:
@@ -168,20 +187,20 @@ class StepTimer:
     self.settings = {"model": model_name, "mode": mode, "dtype": dtype,
                      "batch_size": batch_size, "image_shape": list(shape),
                      "num_classes": num_classes or (1000 if shape[0] >= 128 else 10)}
-    model = create(model_name, num_classes=self.settings["num_classes"], dtype=DTYPES[dtype])
+    mesh = parallel.make_mesh(num_devices)
+    parallel.check_batch_size(batch_size, mesh, "bench batch_size")
     try:
-      check_input_shape(model, shape, model_name)
+      task, init = _task_and_init(model_name, dtype, self.settings["num_classes"], shape,
+                                  mesh.size)
     except ShapeError as e:
       native = "x".join(map(str, input_shape(model_name)))
       raise ShapeError(f"{e} For bench, choose --image-size/--channels accordingly "
                        f"({model_name}'s native input is {native}).") from None
-    mesh = parallel.make_mesh(num_devices)
-    parallel.check_batch_size(batch_size, mesh, "bench batch_size")
     self.devices = list(mesh.devices.flat)
-    self.state = _init_fn(model, shape, mesh.size)()
+    self.state = init()
     self.batch = _synthetic_batch(mesh, batch_size, shape, self.settings["num_classes"])
     start = time.perf_counter()
-    lowered = jitted_step(mode, mesh, donate).lower(self.state, self.batch)
+    lowered = jitted_step(task, mode, mesh, donate).lower(self.state, self.batch)
     self.lower_s = time.perf_counter() - start
     start = time.perf_counter()
     self.compiled = lowered.compile(compiler_options)
@@ -219,7 +238,7 @@ class StepTimer:
     memory = self.compiled.memory_analysis()
     return {
         **self.settings,
-        "params": sum(int(p.size) for p in jax.tree.leaves(self.state.params)),
+        "params": sum(count_params(self.state).values()),
         "num_devices": len(devices),
         "images_per_s": spread([batch_size / s for s in seconds]),
         "ms_per_step": spread([s * 1e3 for s in seconds]),
