@@ -36,6 +36,11 @@ def _save(fig: Figure, path: str) -> str:
   return path
 
 
+def _titled(default: str, dataset: str | None) -> str:
+  """``default``, followed by `` (dataset)`` when a dataset name is given."""
+  return f"{default} ({dataset})" if dataset else default
+
+
 def _names(class_names: Sequence[str] | None, k: int) -> list[str]:
   if class_names is None:
     return [str(i) for i in range(k)]
@@ -82,11 +87,13 @@ def plot_learning_curves(history: list[dict], path: str, *, title: str | None = 
 
 
 def plot_confusion_matrix(confusion, path: str, *, class_names: Sequence[str] | None = None,
-                          title: str | None = None) -> str:
+                          title: str | None = None, dataset: str | None = None) -> str:
   """Counts (left) and row-normalized rates (right) of a ``[K, K]`` confusion matrix.
 
   Rows are true classes, columns predicted ones. Cells carry their numbers up to
-  ``MAX_ANNOTATED_CLASSES`` classes; beyond that only colors, with thinned tick labels.
+  ``MAX_ANNOTATED_CLASSES`` classes (cells that are zero at the printed precision stay
+  blank); beyond that only colors, with thinned tick labels. Without a ``title`` the
+  figure is titled "Confusion matrix (``dataset``)".
   """
   cm = np.asarray(confusion, np.float64)
   if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
@@ -97,6 +104,7 @@ def plot_confusion_matrix(confusion, path: str, *, class_names: Sequence[str] | 
   normalized = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
   side = min(max(4.5, 0.42 * k + 2), 12)
   fig = _new_figure(2 * side + 1, side)
+  fig.get_layout_engine().set(h_pad=0.1)  # room for the descenders of "predicted"
   annotate = k <= MAX_ANNOTATED_CLASSES
   step = max(1, math.ceil(k / 100))  # a 12-inch side fits 100 labels in 5-point type
   fontsize = max(5, min(10, 180 / k))
@@ -117,11 +125,11 @@ def plot_confusion_matrix(confusion, path: str, *, class_names: Sequence[str] | 
       threshold = data.max() / 2
       for t in range(k):
         for p in range(k):
-          if data[t, p] > 0:
-            ax.text(p, t, fmt.format(data[t, p]), ha="center", va="center", fontsize=fontsize,
+          text = fmt.format(data[t, p])
+          if float(text) != 0:
+            ax.text(p, t, text, ha="center", va="center", fontsize=fontsize,
                     color="white" if data[t, p] > threshold else "black")
-  if title:
-    fig.suptitle(title)
+  fig.suptitle(title or _titled("Confusion matrix", dataset))
   return _save(fig, path)
 
 
@@ -136,7 +144,25 @@ def _curve_sets(curves: dict) -> tuple[dict[str, dict], str]:
   return {"positive": curves}, ""
 
 
-def _plot_curve_family(curves: dict, path: str, kind: str, title: str | None) -> str:
+def _mark_operating_point(ax, point: dict, kind: str) -> None:
+  """A marker where the decision threshold of ``point`` (the output of
+  :func:`~cnn_jax.metrics.classification.binary_metrics_at_threshold`) sits on the curve."""
+  missing = {"threshold", "precision", "recall", "specificity"} - set(point)
+  if missing:
+    raise ShapeError(f"operating_point lacks {', '.join(sorted(missing))}: pass the output of "
+                     "binary_metrics_at_threshold")
+  if kind == "roc":
+    x, y = 1.0 - point["specificity"], point["recall"]
+    values = f"FPR {x:.2f}, TPR {y:.2f}"
+  else:
+    x, y = point["recall"], point["precision"]
+    values = f"recall {x:.2f}, precision {y:.2f}"
+  ax.plot([x], [y], "o", markersize=8, markerfacecolor="none", markeredgecolor="black",
+          markeredgewidth=1.5, label=f"threshold {point['threshold']:.2f}: {values}", zorder=3)
+
+
+def _plot_curve_family(curves: dict, path: str, kind: str, title: str | None,
+                       dataset: str | None, operating_point: dict | None) -> str:
   per_class, legend_title = _curve_sets(curves)
   many = len(per_class) > MAX_LEGEND_CLASSES
   fig = _new_figure(6, 5.5)
@@ -161,33 +187,42 @@ def _plot_curve_family(curves: dict, path: str, kind: str, title: str | None) ->
                  label=f"chance (prevalence {prevalence:.2f})")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
+  if operating_point is not None:
+    _mark_operating_point(ax, operating_point, kind)
   ax.set_xlim(-0.01, 1.01)
   ax.set_ylim(-0.01, 1.01)
   ax.set_aspect("equal")
   ax.grid(alpha=0.3)
   ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize=8,
             title=legend_title or None, title_fontsize=8)
-  ax.set_title(title or ("ROC curve" if kind == "roc" else "Precision-recall curve")
-               + ("s, one vs rest" if len(per_class) > 1 else ""))
+  default = (("ROC curve" if kind == "roc" else "Precision-recall curve")
+             + ("s, one vs rest" if len(per_class) > 1 else ""))
+  ax.set_title(title or _titled(default, dataset))
   return _save(fig, path)
 
 
-def plot_roc(curves: dict, path: str, *, title: str | None = None) -> str:
+def plot_roc(curves: dict, path: str, *, title: str | None = None, dataset: str | None = None,
+             operating_point: dict | None = None) -> str:
   """ROC curve(s) from :func:`binary_curves` or :func:`one_vs_rest_curves` output.
 
   One-vs-rest figures show the macro AUC in the legend title; with more than
   ``MAX_LEGEND_CLASSES`` classes the per-class curves are thin and unlabeled.
+  ``operating_point`` (the output of ``binary_metrics_at_threshold``: ``threshold``,
+  ``recall``, ``specificity``, ``precision``) is marked on the curve with its threshold.
+  Without a ``title`` the figure is titled "ROC curve (``dataset``)".
   """
-  return _plot_curve_family(curves, path, "roc", title)
+  return _plot_curve_family(curves, path, "roc", title, dataset, operating_point)
 
 
-def plot_pr(curves: dict, path: str, *, title: str | None = None) -> str:
-  """Precision-recall curve(s) from :func:`binary_curves` or :func:`one_vs_rest_curves`."""
-  return _plot_curve_family(curves, path, "pr", title)
+def plot_pr(curves: dict, path: str, *, title: str | None = None, dataset: str | None = None,
+            operating_point: dict | None = None) -> str:
+  """Precision-recall curve(s) from :func:`binary_curves` or :func:`one_vs_rest_curves`,
+  with ``operating_point`` and ``dataset`` as in :func:`plot_roc`."""
+  return _plot_curve_family(curves, path, "pr", title, dataset, operating_point)
 
 
 def plot_per_class(per_class: dict, path: str, *, class_names: Sequence[str] | None = None,
-                   title: str | None = None) -> str:
+                   title: str | None = None, dataset: str | None = None) -> str:
   """Horizontal precision and recall bars per class, with each class's support.
 
   Args:
@@ -195,6 +230,7 @@ def plot_per_class(per_class: dict, path: str, *, class_names: Sequence[str] | N
       ``support`` lists.
     path: the PNG to write.
     class_names: ``K`` names.
+    title: the title; default "Precision and recall per class (``dataset``)".
   """
   precision = np.asarray(per_class["precision"])
   recall = np.asarray(per_class["recall"])
@@ -218,7 +254,7 @@ def plot_per_class(per_class: dict, path: str, *, class_names: Sequence[str] | N
   ax.set_ylim(k - 0.5, -0.5)
   ax.grid(axis="x", alpha=0.3)
   ax.legend(loc="lower left", bbox_to_anchor=(0, 1), ncols=2, fontsize=8, frameon=False)
-  ax.set_title(title or "Precision and recall per class", loc="right")
+  ax.set_title(title or _titled("Precision and recall per class", dataset), loc="right")
   return _save(fig, path)
 
 
@@ -257,7 +293,8 @@ def plot_image_grid(images, captions: Sequence[str], path: str, *, title: str,
 
 
 def plot_misclassified(images, labels, predictions, path: str, *,
-                       class_names: Sequence[str] | None = None, max_images: int = 24) -> str:
+                       class_names: Sequence[str] | None = None, max_images: int = 24,
+                       probabilities=None, dataset: str | None = None) -> str:
   """A grid of the first ``max_images`` examples with ``label != prediction``.
 
   Args:
@@ -267,17 +304,28 @@ def plot_misclassified(images, labels, predictions, path: str, *,
     path: the PNG to write.
     class_names: names indexed by class; defaults to the class numbers.
     max_images: at most this many panels.
+    probabilities: optional ``[N, K]`` class probabilities; each caption then shows the
+      predicted class's probability.
+    dataset: the dataset's name for the title.
   """
   images = np.asarray(images)
   labels, predictions = np.asarray(labels), np.asarray(predictions)
   if len(images) != len(labels) or labels.shape != predictions.shape:
     raise ShapeError(f"expected images [N, H, W, C] with labels and predictions [N], got "
                      f"{list(images.shape)}, {list(labels.shape)}, {list(predictions.shape)}")
+  if probabilities is not None:
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim != 2 or len(probabilities) != len(labels):
+      raise ShapeError(f"expected probabilities [N, K] for N={len(labels)} examples, got "
+                       f"{list(probabilities.shape)}")
   name = (lambda c: str(class_names[c])) if class_names is not None else str
   wrong = np.nonzero(labels != predictions)[0][:max_images]
   title = (f"Misclassified: {len(wrong)} shown of {int(np.sum(labels != predictions))} "
            f"wrong out of {len(labels)}" if len(wrong) else
            f"No misclassified examples among {len(labels)}")
-  return plot_image_grid(images[wrong],
-                         [f"true: {name(labels[i])} / pred: {name(predictions[i])}" for i in wrong],
-                         path, title=title, caption_color="#b00000")
+  captions = []
+  for i in wrong:
+    confidence = "" if probabilities is None else f" (p={probabilities[i, predictions[i]]:.2f})"
+    captions.append(f"true: {name(labels[i])} / pred: {name(predictions[i])}{confidence}")
+  return plot_image_grid(images[wrong], captions, path, title=_titled(title, dataset),
+                         caption_color="#b00000")
