@@ -1,4 +1,5 @@
-"""The command line's help: every command and option described, defaults shown, no markup."""
+"""The command line: help for every command and option (defaults shown, no markup), and
+the models listing (natural order, native input sizes)."""
 
 import argparse
 
@@ -49,3 +50,24 @@ def test_config_overrides_are_documented(command, capsys):
 def test_overrides_apply_only_where_documented():
   with pytest.raises(main.CnnJaxError, match="only apply to train and show-data"):
     main.run(["models", "--config.train.epochs=2"])
+
+
+def test_models_lists_natural_order_with_native_sizes(capsys):
+  def listed(pattern: str) -> list[list[str]]:
+    main.run(["models", pattern])
+    return [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+
+  rows = listed("resnet[0-9]*")
+  assert [r[0] for r in rows] == ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+  assert {r[1] for r in rows} == {"224x224x3"} and rows[0][2] == "11,689,512"  # torchvision's
+  assert [r[0] for r in listed("cifar_resnet*")][-2:] == ["cifar_resnet56", "cifar_resnet110"]
+  assert {r[1] for r in listed("*ception*")} == {"299x299x3"}
+
+
+def test_native_input_shapes():
+  from cnn_jax.models.catalog import input_shape
+  assert input_shape("xception") == (299, 299, 3)
+  assert input_shape("lenet5", 28) == (28, 28, 1) and input_shape("resnet18", 64, 1) == (64, 64, 1)
+  assert input_shape("dcgan_generator") == (100,)  # a latent vector, not an image
+  with pytest.raises(main.CnnJaxError, match="not images"):
+    input_shape("dcgan_generator", 32)

@@ -1,5 +1,5 @@
 """The ``models`` command and each model's native input: every registered model with its
-input shape ``(H, W, C)`` (kept with its registration) and its parameter count."""
+input shape (``(H, W, C)`` for images, kept with its registration) and its parameter count."""
 
 import math
 
@@ -11,17 +11,24 @@ from cnn_jax.models import MODELS, create
 
 
 def input_shape(name: str, image_size: int | None = None,
-                channels: int | None = None) -> tuple[int, int, int]:
-  """The input ``(H, W, C)`` of model ``name``: its registered native shape, with height and
-  width replaced by ``image_size`` and channels by ``channels`` where given.
+                channels: int | None = None) -> tuple[int, ...]:
+  """The input shape of model ``name`` without the batch axis: its registered native one,
+  ``(H, W, C)`` for images (height and width replaced by ``image_size`` and channels by
+  ``channels`` where given), or e.g. ``(100,)`` for a generator's latent vector.
 
   Raises:
-    CnnJaxError: an unknown model, or one registered without ``input_shape``.
+    CnnJaxError: an unknown model, one registered without ``input_shape``, or an image
+      size for a model that does not take images.
   """
-  native = MODELS.info(name).get("input_shape")
+  native = tuple(MODELS.info(name).get("input_shape") or ())
   if not native:
     raise CnnJaxError(f"Model {name!r} has no native input size: register it with "
                       f"@MODELS.register({name!r}, input_shape=(H, W, C)).")
+  if len(native) != 3:
+    if image_size or channels:
+      raise CnnJaxError(f"Model {name!r} takes inputs of shape {list(native)}, not images: "
+                        "leave out the image size and channels.")
+    return native
   height, width, native_channels = native
   return (image_size or height, image_size or width, channels or native_channels)
 
