@@ -104,11 +104,11 @@ class ConvAutoencoder(nn.Module):
     return recon, features
 
 
-@MODELS.register("dense_autoencoder", input_shape=(28, 28, 1), kind="autoencoder")
+@MODELS.register("dense_autoencoder", input_shape=(28, 28, 1), output="image")
 def dense_autoencoder(**kw) -> DenseAutoencoder:
   return DenseAutoencoder(**kw)
 
 
-@MODELS.register("conv_autoencoder", input_shape=(28, 28, 1), kind="autoencoder")
+@MODELS.register("conv_autoencoder", input_shape=(28, 28, 1), output="image")
 def conv_autoencoder(**kw) -> ConvAutoencoder:
   return ConvAutoencoder(**kw)

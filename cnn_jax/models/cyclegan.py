@@ -140,11 +140,11 @@ class PatchDiscriminator(nn.Module):
     return logits[..., 0].astype(jnp.float32), features
 
 
-@MODELS.register("resnet_generator", input_shape=(32, 32, 3), kind="translator")
+@MODELS.register("resnet_generator", input_shape=(32, 32, 3), output="image")
 def resnet_generator(**kw) -> ResnetGenerator:
   return ResnetGenerator(**kw)
 
 
-@MODELS.register("patch_discriminator", input_shape=(32, 32, 3), kind="patch_discriminator")
+@MODELS.register("patch_discriminator", input_shape=(32, 32, 3), output="logit_map")
 def patch_discriminator(**kw) -> PatchDiscriminator:
   return PatchDiscriminator(**kw)

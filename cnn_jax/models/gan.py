@@ -179,21 +179,21 @@ class DCGANDiscriminator(nn.Module):
     return logits[:, 0].astype(jnp.float32), features
 
 
-@MODELS.register("mlp_generator", input_shape=(100,), kind="generator")
+@MODELS.register("mlp_generator", input_shape=(100,), output="image")
 def mlp_generator(**kw) -> MLPGenerator:
   return MLPGenerator(**kw)
 
 
-@MODELS.register("mlp_discriminator", input_shape=(28, 28, 1), kind="discriminator")
+@MODELS.register("mlp_discriminator", input_shape=(28, 28, 1), output="logit")
 def mlp_discriminator(**kw) -> MLPDiscriminator:
   return MLPDiscriminator(**kw)
 
 
-@MODELS.register("dcgan_generator", input_shape=(100,), kind="generator")
+@MODELS.register("dcgan_generator", input_shape=(100,), output="image")
 def dcgan_generator(**kw) -> DCGANGenerator:
   return DCGANGenerator(**kw)
 
 
-@MODELS.register("dcgan_discriminator", input_shape=(28, 28, 1), kind="discriminator")
+@MODELS.register("dcgan_discriminator", input_shape=(28, 28, 1), output="logit")
 def dcgan_discriminator(**kw) -> DCGANDiscriminator:
   return DCGANDiscriminator(**kw)
