@@ -6,7 +6,6 @@ to ``checkpoints/corrupt/`` and the run must end bitwise equal to an uninterrupt
 """
 
 import glob
-import json
 import logging
 import os
 import shutil
@@ -17,7 +16,7 @@ import sys
 import time
 
 import jax
-import jax, jax.numpy as jnp
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest

@@ -21,7 +21,6 @@ import os
 import pickle
 import re
 import warnings
-import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -31,8 +30,8 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from cnn_jax.data.sources import (SOURCES, ArrayData, resolve_file, resolve_path,
-                                  validate_arrays)
+from cnn_jax.data.sources import (SOURCES, ArrayData, check_class_names, check_test_labels,
+                                  read_npz, resolve_file, resolve_path, validate_arrays)
 from cnn_jax.errors import DataError
 
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "cnn_jax")
@@ -72,9 +71,7 @@ def stack_images(images: list[np.ndarray], what: str) -> np.ndarray:
 def _class_names(cfg: ml_collections.ConfigDict, num_classes: int, what: str) -> list[str]:
   """``dataset.class_names`` if set (checked against the labels), else "0", "1", ..."""
   names = [str(n) for n in (cfg.get("class_names") or [])]
-  if names and len(names) < num_classes:
-    raise DataError(f"{what}: labels go up to {num_classes - 1} but dataset.class_names has "
-                    f"only {len(names)} names.")
+  check_class_names(names, num_classes, f"dataset.class_names (for {what})")
   return names or [str(i) for i in range(num_classes)]
 
 
@@ -138,6 +135,7 @@ def load_idx(cfg: ml_collections.ConfigDict) -> ArrayData:
     if x_test.shape[1:] != x_train.shape[1:]:
       raise DataError(f"idx: test images {list(x_test.shape[1:])} differ in shape from train "
                       f"images {list(x_train.shape[1:])}.")
+    check_test_labels(y_train, y_test, "idx")
   num_classes = int(max(y_train.max(), -1 if y_test is None else y_test.max())) + 1
   return ArrayData.labelled(x_train, y_train, x_test, y_test,
                    _class_names(cfg, num_classes, "idx"))
@@ -226,6 +224,7 @@ def load_cifar_batches(cfg: ml_collections.ConfigDict) -> ArrayData:
   test_path = os.path.join(root, test_file)
   if os.path.isfile(test_path):
     x_test, y_test = _cifar_arrays(load_pickle(test_path), label_key, test_path)
+    check_test_labels(y_train, y_test, root)
   meta_path = os.path.join(root, meta_file)
   num_classes = int(max(y_train.max(), -1 if y_test is None else y_test.max())) + 1
   meta = load_pickle(meta_path) if os.path.isfile(meta_path) else {}
@@ -272,11 +271,7 @@ def decode_jpeg_split(buf: np.ndarray, offsets: np.ndarray, what: str,
 
 
 def _decode_jpeg_npz(path: str, workers: int) -> dict[str, np.ndarray]:
-  try:
-    with np.load(path, allow_pickle=False) as d:
-      arrays = {k: d[k] for k in d.files}
-  except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-    raise DataError(f"Cannot read {path}: {e}.") from None
+  arrays = read_npz(path)
   needed = ["train_jpeg", "train_offsets", "y_train"]
   if any(k not in arrays for k in needed):
     raise DataError(f"{path} lacks {', '.join(k for k in needed if k not in arrays)}: not a "
@@ -294,13 +289,12 @@ def _decode_jpeg_npz(path: str, workers: int) -> dict[str, np.ndarray]:
 
 
 def _read_cache(path: str) -> dict[str, np.ndarray] | None:
-  try:
-    with np.load(path, allow_pickle=False) as d:
-      return {k: d[k] for k in d.files}
-  except FileNotFoundError:
+  if not os.path.exists(path):
     return None
-  except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-    warnings.warn(f"Ignoring unreadable cache file {path} ({e}); decoding again.")
+  try:
+    return read_npz(path)
+  except DataError as e:
+    warnings.warn(f"Ignoring the unreadable cache file: {e} Decoding again.")
     return None
 
 
@@ -337,6 +331,7 @@ def load_cifar10_jpeg(cfg: ml_collections.ConfigDict) -> ArrayData:
   x_test = y_test = None
   if "x_test" in arrays:
     x_test, y_test = validate_arrays(arrays["x_test"], arrays["y_test"], f"{path} test")
+    check_test_labels(y_train, y_test, path)
   num_classes = int(max(y_train.max(), -1 if y_test is None else y_test.max())) + 1
   names = ([str(n) for n in arrays["class_names"]] if "class_names" in arrays
            else _class_names(cfg, num_classes, path))

@@ -11,7 +11,9 @@ Files are looked up in ``dataset.data_dir`` or, when that is unset, in the
 import dataclasses
 import os
 import socket
+import warnings
 import zipfile
+import zlib
 
 import ml_collections
 import numpy as np
@@ -110,7 +112,23 @@ def resolve_file(cfg: ml_collections.ConfigDict, filename: str, key: str = "file
   return resolve_path(cfg, filename, key)
 
 
-def validate_arrays(images: np.ndarray, labels: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+def check_class_names(names: list[str], num_classes: int, where: str) -> None:
+  """Raises a DataError if ``names`` (from ``where``) is non-empty but names too few classes."""
+  if names and len(names) < num_classes:
+    raise DataError(f"The labels go up to {num_classes - 1} but {where} has only {len(names)} "
+                    f"class names; give one name per class ({num_classes}).")
+
+
+def check_test_labels(train_labels: np.ndarray, test_labels: np.ndarray, what: str) -> None:
+  """Warns when the test split has classes that the training split never shows."""
+  unseen = np.setdiff1d(test_labels, train_labels)
+  if len(unseen):
+    warnings.warn(f"{what}: the test labels include classes the training labels lack "
+                  f"({', '.join(map(str, unseen[:10].tolist()))}); the model cannot learn them.")
+
+
+def validate_arrays(images: np.ndarray, labels: np.ndarray,
+                    what: str) -> tuple[np.ndarray, np.ndarray]:
   """Checks images are ``[N, H, W, C]`` uint8-compatible and labels ``[N]`` ints."""
   if images.ndim == 3:  # [N, H, W] grayscale without a channel axis
     images = images[..., None]
@@ -128,6 +146,47 @@ def validate_arrays(images: np.ndarray, labels: np.ndarray, what: str) -> tuple[
       images = np.round(images * 255.0)
     images = np.clip(images, 0, 255).astype(np.uint8)
   return images, labels.astype(np.int32)
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npz(path: str) -> dict[str, np.ndarray]:
+  """Every array of the ``.npz`` at ``path``, read without unpickling anything.
+
+  Raises:
+    DataError: naming the file, if it is not an npz archive, is damaged, or holds arrays of
+      Python objects (which would need unpickling, and unpickling can run code).
+  """
+  try:
+    with open(path, "rb") as f:
+      head = f.read(len(NPY_MAGIC))
+  except OSError as e:
+    raise DataError(f"Cannot read {path}: {e.strerror}.") from None
+  if head.startswith(NPY_MAGIC):
+    raise DataError(f"{path} is a single .npy array, not an .npz archive; save the arrays "
+                    "with np.savez(path, name=array, ...).")
+  if not head.startswith(ZIP_MAGIC):
+    what = "is empty" if not head else f"starts with the bytes {head[:4].hex()}"
+    raise DataError(f"{path} is not an .npz archive (a zip of arrays made by np.savez): it "
+                    f"{what}. Re-create or re-download it.")
+  arrays, name = {}, None
+  try:
+    with np.load(path, allow_pickle=False) as d:
+      for name in d.files:
+        arrays[name] = d[name]
+  except ValueError as e:
+    if "allow_pickle" in str(e):  # numpy: "Object arrays cannot be loaded when ..."
+      raise DataError(f"{path}: array {name!r} holds Python objects, which are not loaded "
+                      "(that needs unpickling, which can run code); store plain numeric or "
+                      "string arrays.") from None
+    raise DataError(f"{path}: array {name!r} is damaged ({e}); re-create or re-download "
+                    "the file.") from None
+  except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+    raise DataError(f"{path} is a corrupt or truncated .npz archive ({e}); re-create or "
+                    "re-download it.") from None
+  return arrays
 
 
 @SOURCES.register("digits")
@@ -151,12 +210,7 @@ def load_npz(cfg: ml_collections.ConfigDict) -> ArrayData:
   optionally ``dataset.class_names``.
   """
   path = resolve_file(cfg, cfg.file)
-  try:
-    with np.load(path, allow_pickle=False) as d:
-      arrays = {k: d[k] for k in d.files}
-  except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-    raise DataError(f"Cannot read {path}: {e}. The file is corrupt or not an .npz made by "
-                    "np.savez; re-create or re-download it.") from None
+  arrays = read_npz(path)
   missing = [k for k in ("x_train", "y_train") if k not in arrays]
   if missing:
     raise DataError(f"{path} has no array {', '.join(missing)} (it has: "
@@ -169,10 +223,12 @@ def load_npz(cfg: ml_collections.ConfigDict) -> ArrayData:
     if x_test.shape[1:] != x_train.shape[1:]:
       raise DataError(f"{path}: test images {list(x_test.shape[1:])} differ in shape from "
                       f"train images {list(x_train.shape[1:])}.")
+    check_test_labels(y_train, y_test, path)
   num_classes = int(max(y_train.max(), -1 if y_test is None else y_test.max())) + 1
-  names = list(cfg.get("class_names") or [])
+  names, where = list(cfg.get("class_names") or []), "dataset.class_names"
   if "class_names" in arrays:
-    names = [str(n) for n in arrays["class_names"]]
+    names, where = [str(n) for n in arrays["class_names"]], f"{path} (array class_names)"
+  check_class_names(names, num_classes, where)
   return ArrayData.labelled(x_train, y_train, x_test, y_test,
                    names or [str(i) for i in range(num_classes)])
 

@@ -17,6 +17,7 @@ no PyTorch needed) or ``.pth``/``.pt`` (``torch.load(weights_only=True)``: tenso
 """
 
 import pickle
+import re
 
 import flax.linen as nn
 import numpy as np
@@ -42,8 +43,16 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   try:
     state = torch.load(path, map_location="cpu", weights_only=True)
   except pickle.UnpicklingError as e:
+    # torch's message advises weights_only=False (unsafe: it runs the file's code); keep
+    # only what it found, e.g. "Unsupported global: GLOBAL argparse.Namespace".
+    found = re.search(r"WeightsUnpickler error: ([^\n]+)", str(e))
+    detail = found.group(1) if found else str(e).splitlines()[0][:200]
     raise WeightFileError(f"{path}: not a plain state dict of tensors (only tensors are "
-                          f"loaded, nothing else is unpickled): {e}") from None
+                          f"loaded, nothing else is unpickled): {detail}. Save "
+                          "model.state_dict() alone, or convert it to .safetensors.") from None
+  except RuntimeError as e:  # not a torch.save zip archive (damaged, or another format)
+    raise WeightFileError(f"{path} is not a file written by torch.save, or it is damaged "
+                          f"({str(e).splitlines()[0][:200]}).") from None
   if not isinstance(state, dict):
     raise WeightFileError(f"{path}: holds a {type(state).__name__}, expected a state dict "
                           f"(torch.save(model.state_dict(), path)).")
