@@ -205,12 +205,18 @@ def run(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> None:
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   from absl import logging as absl_logging
-  absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's informational warnings
+  # orbax logs its warnings, and every failed async save with a traceback; such a failure
+  # reaches the user as one CnnJaxError line.
+  absl_logging.set_verbosity(absl_logging.FATAL)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   try:
     code = run(sys.argv[1:] if argv is None else argv)
   except CnnJaxError as e:
     print(f"error: {e}", file=sys.stderr)
+    code = 2
+  except OSError as e:  # a disk or permission failure that no library code put in words
+    where = f"{e.filename}: " if e.filename else ""
+    print(f"error: {where}{e.strerror or e}", file=sys.stderr)
     code = 2
   except KeyboardInterrupt:
     print("interrupted; re-run the same command to resume from the last checkpoint",
