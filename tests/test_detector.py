@@ -131,3 +131,21 @@ def test_short_training_learns_to_detect_squares():
   after = detection_metrics(predict(variables), *test[1:], num_classes=NUM_CLASSES)
   assert before["voc_map50"] < 0.1 and after["voc_map50"] > 0.6, (before, after)
   assert after["coco_map"] > 0.2
+
+
+def test_box_figure_is_written_and_checks_shapes(tmp_path):
+  from matplotlib.image import imread
+
+  from cnn_jax.errors import ShapeError
+  from cnn_jax.figures.detection import plot_detections
+  images, boxes, classes, valid = squares(np.random.default_rng(2), 3)
+  predictions = {"boxes": boxes, "classes": classes, "valid": valid,
+                 "scores": np.where(valid, 0.9, 0.0)}
+  path = plot_detections(images, predictions, str(tmp_path / "boxes.png"), boxes=boxes,
+                         classes=classes, valid=valid, class_names=["red", "green"])
+  assert imread(path).ndim == 3 and imread(path).shape[0] > 100
+  grey = plot_detections(images[..., :1], predictions, str(tmp_path / "grey.png"),
+                         score_threshold=0.95)  # draws no box
+  assert imread(grey).shape == imread(path).shape
+  with pytest.raises(ShapeError, match=r"\[N, H, W, C\]"):
+    plot_detections(images[0], predictions, str(tmp_path / "bad.png"))
