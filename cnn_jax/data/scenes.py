@@ -5,9 +5,10 @@ Two generators return a split as a dict of numpy arrays in :class:`ArrayData`'s 
 * :func:`shapes_scenes`: filled circles, squares, triangles and stars of random colour,
   size, rotation and position on noisy, striped or blotchy backgrounds. Objects are drawn
   in order, so later ones occlude earlier ones.
-* :func:`mnist_scenes`: MNIST digits, randomly scaled and placed, blended in a contrasting
-  colour onto CIFAR-10 photos upsampled to the scene size; a digit's mask is its stroke
-  (sampled intensity >= 50%).
+* :func:`mnist_scenes`: MNIST digits, randomly scaled and placed, blended in a random colour
+  (or its complement, brightened or darkened to stand out from the photo under the digit)
+  onto CIFAR-10 photos upsampled to the scene size; a digit's mask is its stroke (sampled
+  intensity >= 50%).
 
 Both are vectorised over the batch (a loop over object slots and shape kinds only) and
 deterministic for a seed: 2,000 64x64 ``shapes`` scenes take about a second.
@@ -40,6 +41,7 @@ SHAPE_NAMES = ("circle", "square", "triangle", "star")
 STAR_POINTS = 5
 STAR_INNER_RADIUS = 0.45  # of the outer radius
 BACKGROUND_KINDS = ("noise", "stripes", "blotches")
+MIN_INK_CONTRAST = 60  # levels of luminance between a pasted digit and the photo under it
 
 
 def _check_counts(num: int, size: int, max_objects: int, min_objects: int) -> None:
@@ -274,6 +276,11 @@ def mnist_scenes(mnist_images: np.ndarray, mnist_labels: np.ndarray, cifar_image
     ink = colour[rows, m]
     flip = np.abs((ink - under) @ luminance) < np.abs((255 - ink - under) @ luminance)
     ink = np.where(flip[:, None], 255 - ink, ink)
+    # Still too close in brightness: shift all channels away from the photo's brightness.
+    difference = (ink - under) @ luminance
+    direction = np.where(difference != 0, np.sign(difference), np.sign(127.5 - under @ luminance))
+    shortfall = np.maximum(MIN_INK_CONTRAST - np.abs(difference), 0)
+    ink = np.clip(ink + (direction * shortfall)[:, None], 0, 255)
     images[rows] = images[rows] * (1 - alpha[..., None]) + ink[:, None, None, :] * alpha[..., None]
     instances[rows] = np.where(inside, m + 1, instances[rows])
   classes = np.where(present, labels[picks], 0).astype(np.int32)
