@@ -6,6 +6,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from cnn_jax.basics.arithmetic import padding_amounts
+from cnn_jax.basics.padding import check_padding_mode, pad_images
+
 ACTIVATIONS: dict[str, Callable] = {
     "relu": nn.relu, "tanh": jnp.tanh, "sigmoid": nn.sigmoid, "gelu": nn.gelu,
     "elu": nn.elu, "leaky_relu": nn.leaky_relu, "silu": nn.silu, "identity": lambda x: x,
@@ -32,7 +35,12 @@ def batch_norm(train: bool, dtype: Any, **kwargs) -> nn.BatchNorm:
 
 
 class ConvBN(nn.Module):
-  """Conv -> BatchNorm -> activation, the workhorse block. ``[B,H,W,C] -> [B,H',W',F]``."""
+  """Conv -> BatchNorm -> activation, the workhorse block. ``[B,H,W,C] -> [B,H',W',F]``.
+
+  ``padding`` says how many pixels are added (``"SAME"``, ``"VALID"``, an int or per-axis
+  ``(before, after)`` pairs, as in ``nn.Conv``); ``padding_mode`` what they hold:
+  ``"zeros"``, ``"reflect"`` or ``"replicate"`` (see :mod:`cnn_jax.basics.padding`).
+  """
   features: int
   kernel_size: tuple[int, int] = (3, 3)
   strides: tuple[int, int] = (1, 1)
@@ -41,13 +49,25 @@ class ConvBN(nn.Module):
   use_bias: bool = False
   bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
+  padding_mode: str = "zeros"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    x = nn.Conv(self.features, self.kernel_size, self.strides, padding=self.padding,
+    padding = self.padding
+    if check_padding_mode(self.padding_mode) != "zeros":
+      pads = [padding_amounts(size, kernel, stride, _axis_padding(padding, axis))
+              for axis, (size, kernel, stride)
+              in enumerate(zip(x.shape[1:3], self.kernel_size, self.strides))]
+      x, padding = pad_images(x, pads, self.padding_mode), "VALID"
+    x = nn.Conv(self.features, self.kernel_size, self.strides, padding=padding,
                 use_bias=self.use_bias, dtype=self.dtype, name="conv")(x)
     x = batch_norm(train, self.dtype, epsilon=self.bn_epsilon, name="bn")(x)
     return activation(self.act)(x)
+
+
+def _axis_padding(padding: Any, axis: int) -> Any:
+  """The part of an ``nn.Conv`` padding spec that applies to spatial ``axis``."""
+  return padding if isinstance(padding, (str, int)) else padding[axis]
 
 
 def global_avg_pool(x: jnp.ndarray) -> jnp.ndarray:
