@@ -7,6 +7,7 @@ Commands (``python -m cnn_jax COMMAND --help`` lists each one's options and defa
 * ``eval --workdir DIR [--checkpoint best|latest|STEP] [--split test|val|train]``
 * ``models [PATTERN]``
 * ``summary MODEL [--input-size N] [--channels C]``
+* ``filters [--image FILE] [--padding zeros|replicate|reflect] [--out PNG]``
 * ``bench --models a,b [--batch-size N] [--image-size S] [--mode train|infer] [--seconds T]
   [--json | --out FILE]``
 """
@@ -61,6 +62,7 @@ COMMAND_HELP = {
     "eval": "evaluate a checkpoint of a trained run: metrics, figures, report",
     "models": "list registered models with native input size and parameters",
     "summary": "per-layer table, parameters and GFLOPs of a model",
+    "filters": "apply the classic 3x3 filters (blur, sharpen, edges) to a photo: a PNG grid",
     "bench": "time train or inference steps on synthetic data: a table, or JSON",
 }
 
@@ -118,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--channels", type=int, help="input channels (default: the model's native)")
   p.add_argument("--num-classes", type=int, help="classifier outputs (default: the model's)")
   p.add_argument("--depth", type=int, default=2, help="module nesting shown in the table")
+  p = command("filters")
+  p.add_argument("--image", metavar="FILE",
+                 help="a JPEG or PNG (default: scikit-learn's bundled china.jpg)")
+  p.add_argument("--padding", choices=("zeros", "replicate", "reflect"), default="zeros",
+                 help="what the pixels added around the image hold")
+  p.add_argument("--max-size", type=int, default=320,
+                 help="the photo is shrunk to at most this many pixels on its longer side")
+  p.add_argument("--out", default="filters.png", help="the PNG to write")
   p = command("bench")
   p.add_argument("--models", required=True, metavar="A,B,...", help="comma-separated model names")
   p.add_argument("--batch-size", type=int, default=128,
@@ -193,6 +203,11 @@ def run(argv: list[str]) -> int:
         peak_tflops=args.peak_tflops)
     if args.json:
       print(json.dumps(results, indent=2))
+    return 0
+  if args.command == "filters":
+    from cnn_jax.basics.filters import filter_grid, load_image
+    image = load_image(args.image, args.max_size)
+    print(f"wrote {filter_grid(image, args.out, args.padding)}")
     return 0
   if args.command == "summary":
     from cnn_jax import summary
