@@ -32,8 +32,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
                                             "latent_dim": 16 if digits else 32,
                                             "widths": (16, 32) if digits else (32, 64),
                                             "upsample": "pixel_shuffle"})
-  config.optimizer = ml_collections.ConfigDict({"name": "adam", "learning_rate": 2e-3,
-                                                "weight_decay": 0.0})
+  config.optimizer = ml_collections.ConfigDict({
+      "name": "adam", "learning_rate": 3e-3 if digits else 1e-3, "weight_decay": 0.0})
   config.schedule = ml_collections.ConfigDict({"name": "cosine"})
   config.train = train_section(epochs=15 if digits else 20, batch_size=16 if digits else 128,
                                eval_batch_size=256 if digits else 1000, log_every_steps=10)

@@ -11,14 +11,12 @@ import os
 import jax
 
 from cnn_jax import config as config_lib
-from cnn_jax.errors import CnnJaxError
 from cnn_jax.evaluate.diagnose import Diagnosis, diagnose
 from cnn_jax.evaluate.report import write_report
 from cnn_jax.figures.curves import plot_learning_curves
 from cnn_jax.metrics.classification import to_jsonable
-from cnn_jax.train import loop
 from cnn_jax.train.logging import read_history
-from cnn_jax.train.session import Session, setup
+from cnn_jax.train.session import Session, load_run
 from cnn_jax.train.state import count_params
 
 EVAL_DIR = "eval"
@@ -93,25 +91,5 @@ def evaluate_run(workdir: str, checkpoint: str = "best", split: str = "test") ->
   Returns:
     The metrics, with ``json_path`` the written ``eval/<split>.json``.
   """
-  config = config_lib.load_json(os.path.join(workdir, "config.json"))
-  session = setup(config, workdir)
-  checkpoints = loop.checkpoints_for(session, workdir, read_only=True)
-  try:
-    steps = checkpoints.steps()
-    if not steps:
-      raise CnnJaxError(f"{workdir}/checkpoints holds no checkpoint; train first.")
-    best = checkpoints.best_step()
-    if checkpoint == "latest":
-      step = steps[-1]
-    elif checkpoint == "best":
-      step = best if best is not None else steps[-1]
-    else:
-      try:
-        step = int(checkpoint)
-      except ValueError:
-        raise CnnJaxError(f"--checkpoint must be best, latest or a step number, got "
-                          f"{checkpoint!r}.") from None
-    state, _, _, step = checkpoints.restore(session.state, step=step)
-  finally:
-    checkpoints.close()
+  session, state, step, best = load_run(workdir, checkpoint)
   return evaluate_and_report(workdir, session, state, split, step, best)

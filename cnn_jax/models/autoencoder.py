@@ -93,8 +93,8 @@ class ConvAutoencoder(nn.Module):
     else:
       latent = nn.Dense(self.latent_dim, dtype=self.dtype, name="to_latent")(
           x.reshape(x.shape[0], -1))
-      x = nn.relu(nn.Dense(math.prod(bottleneck_shape), dtype=self.dtype, name="from_latent")(
-          latent)).reshape((x.shape[0],) + bottleneck_shape)
+      x = nn.Dense(math.prod(bottleneck_shape), dtype=self.dtype, name="from_latent")(
+          latent).reshape((x.shape[0],) + bottleneck_shape)
     features["latent"] = latent.astype(jnp.float32)
     for i, features_out in enumerate(reversed(self.widths)):
       x = nn.relu(Upsample(features_out, method=self.upsample, dtype=self.dtype,

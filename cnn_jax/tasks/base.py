@@ -20,8 +20,9 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
-from cnn_jax.errors import ConfigError
+from cnn_jax.errors import CnnJaxError, ConfigError
 from cnn_jax.registry import Registry
 from cnn_jax.train.state import Metrics, Network, TrainState
 
@@ -82,6 +83,11 @@ class Task:
     ``optimizer`` config section with the run's learning-rate schedule."""
     raise NotImplementedError
 
+  def initial_extra(self) -> Any:
+    """Task-owned state carried in ``TrainState.extra`` and checkpointed with it (e.g. an
+    image history buffer): a pytree of arrays; ``{}`` when the task needs none."""
+    return {}
+
   # ---- steps (jitted by the loop) ----
   def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, Metrics]:
     """One training step on a sharded batch; returns the new state (without the step
@@ -118,6 +124,12 @@ class Task:
     """One line for the command line after training or evaluation."""
     shown = [(k, v) for k, v in results.items() if isinstance(v, (int, float))][:4]
     return "  ".join(f"{k} {v:.4f}" for k, v in shown)
+
+  def predict_image(self, state: TrainState, image: np.ndarray, out_path: str) -> str:
+    """Draws the prediction for one image ``[H, W, C]`` (in [0, 1], at the run's input size)
+    into the PNG ``out_path`` and returns it (``python -m cnn_jax predict``)."""
+    raise CnnJaxError(f"task {self.name!r} cannot draw predictions; predict works for "
+                      "segmentation and detection runs.")
 
 
 class SupervisedTask(Task):

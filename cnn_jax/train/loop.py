@@ -10,7 +10,6 @@ task's step returns and logs them as ``train_<name>`` / ``val_<name>``.
 
 import dataclasses
 import math
-import os
 import time
 
 import jax
@@ -20,12 +19,12 @@ import ml_collections
 from cnn_jax import config as config_lib
 from cnn_jax.data import pipeline
 from cnn_jax.data.device_data import DeviceBatches
-from cnn_jax.errors import CnnJaxError, NonFiniteError
+from cnn_jax.errors import NonFiniteError
 from cnn_jax.tasks.base import means
 from cnn_jax.train import parallel, workdir as workdir_lib
 from cnn_jax.train.checkpoint import Checkpoints
 from cnn_jax.train.logging import MetricsLog, Progress, read_history
-from cnn_jax.train.session import Session, setup
+from cnn_jax.train.session import Session, checkpoints_for, setup
 from cnn_jax.train.state import TrainState
 
 
@@ -51,13 +50,6 @@ class FitResult:
   best_step: int | None
   resumed_from: int
   already_complete: bool
-
-
-def checkpoints_for(session: Session, workdir: str, read_only: bool = False) -> Checkpoints:
-  metric, mode = session.primary
-  return Checkpoints(os.path.join(workdir, "checkpoints"),
-                     keep=session.config.train.keep_checkpoints, best_metric=metric,
-                     best_mode=mode, read_only=read_only)
 
 
 def _check_finite(values: dict, what: str, epoch: int, checkpoints: Checkpoints) -> None:
@@ -135,10 +127,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> FitResult:
                "learning_rate": float(session.schedule(step)),
                "epoch_time_s": round(time.perf_counter() - epoch_start, 3)}
         log.write(row)
-        shown = [f"{k} {v:.4f}" for part in (train_metrics, val_metrics)
-                 for k, v in list(task.progress_metrics(part).items())[:3]]
-        progress.write(f"epoch {epoch}/{tcfg.epochs}  train " + "  ".join(shown[:3])
-                       + "  |  val " + "  ".join(shown[3:]))
+        shown = ["  ".join(f"{k} {v:.4f}" for k, v in task.progress_metrics(part).items())
+                 for part in (train_metrics, val_metrics)]
+        progress.write(f"epoch {epoch}/{tcfg.epochs}  train {shown[0]}  |  val {shown[1]}")
         state = state.replace(totals=jax.tree.map(jnp.zeros_like, state.totals))
         checkpoints.save(step, state, train_iter.get_state(), {**meta, "epoch": epoch},
                          metrics={k: v for k, v in row.items()

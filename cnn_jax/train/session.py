@@ -6,16 +6,19 @@ Shared by training (``cnn_jax.train.loop``) and the ``eval`` command
 
 import dataclasses
 import difflib
+import os
 
 import jax
 import ml_collections
 import numpy as np
 
+from cnn_jax import config as config_lib
 from cnn_jax import data as data_lib
 from cnn_jax.data import pipeline
-from cnn_jax.errors import ConfigError
+from cnn_jax.errors import CnnJaxError, ConfigError
 from cnn_jax.tasks import Task, get_task
 from cnn_jax.train import optim, parallel
+from cnn_jax.train.checkpoint import Checkpoints
 from cnn_jax.train.evaluator import Evaluator
 from cnn_jax.train.state import TrainState, check_input_shape, create_train_state, zero_metrics
 
@@ -60,9 +63,11 @@ def state_initializer(task: Task, networks: dict, seed: int, batch_spec: dict):
   """``(init, step_metrics)``: a function building the initial state (to jit with the
   state's sharding) whose ``totals`` match the metrics ``task.train_step`` returns on
   batches like ``batch_spec``, and those metrics' abstract shapes."""
-  abstract = jax.eval_shape(lambda: create_train_state(networks, seed))
+  abstract = jax.eval_shape(lambda: create_train_state(networks, seed,
+                                                       extra=task.initial_extra()))
   _, step_metrics = jax.eval_shape(task.train_step, abstract, batch_spec)
-  return (lambda: create_train_state(networks, seed, zero_metrics(step_metrics))), step_metrics
+  return (lambda: create_train_state(networks, seed, zero_metrics(step_metrics),
+                                     task.initial_extra())), step_metrics
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str | None) -> Session:
@@ -90,7 +95,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None) -> Session:
   init, step_metrics = state_initializer(
       task, networks, config.seed, train_batch_spec(data.splits["train"], tcfg.batch_size))
   state = jax.jit(init, out_shardings=parallel.replicated(mesh))()
-  evaluator = Evaluator(task, mesh, _round_up(tcfg.eval_batch_size, mesh.size * jax.process_count()))
+  evaluator = Evaluator(task, mesh, _round_up(tcfg.eval_batch_size, mesh.size * jax.process_count()),
+                        load_run=load_run)
   val_metrics = task.summarize(evaluator.zero_sums(state, data.splits["val"]))
   names = [f"train_{k}" for k in step_metrics] + [f"val_{k}" for k in val_metrics]
   schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate, per_epoch,
@@ -119,3 +125,39 @@ def resolve_primary(config: ml_collections.ConfigDict, task: Task,
   if mode not in ("min", "max"):
     raise ConfigError(f"train.best_mode must be 'min', 'max' or 'auto', got {mode!r}.")
   return metric, mode
+
+
+def checkpoints_for(session: Session, workdir: str, read_only: bool = False) -> Checkpoints:
+  """The run's checkpoints, kept (and "best" chosen) by the session's primary metric."""
+  metric, mode = session.primary
+  return Checkpoints(os.path.join(workdir, "checkpoints"),
+                     keep=session.config.train.keep_checkpoints, best_metric=metric,
+                     best_mode=mode, read_only=read_only)
+
+
+def load_run(workdir: str, checkpoint: str = "best") -> tuple[Session, TrainState, int, int | None]:
+  """A finished (or running) run: ``(session, state, step, best_step)`` restored from its
+  ``checkpoint`` (``"best"``, ``"latest"`` or a step number). Tasks reach it through
+  ``evaluator.load_run`` (e.g. a GAN's feature classifier is another run)."""
+  config = config_lib.load_json(os.path.join(workdir, "config.json"))
+  session = setup(config, workdir)
+  checkpoints = checkpoints_for(session, workdir, read_only=True)
+  try:
+    steps = checkpoints.steps()
+    if not steps:
+      raise CnnJaxError(f"{workdir}/checkpoints holds no checkpoint; train first.")
+    best = checkpoints.best_step()
+    if checkpoint == "latest":
+      step = steps[-1]
+    elif checkpoint == "best":
+      step = best if best is not None else steps[-1]
+    else:
+      try:
+        step = int(checkpoint)
+      except ValueError:
+        raise CnnJaxError(f"--checkpoint must be best, latest or a step number, got "
+                          f"{checkpoint!r}.") from None
+    state, _, _, step = checkpoints.restore(session.state, step=step)
+  finally:
+    checkpoints.close()
+  return session, state, step, best
