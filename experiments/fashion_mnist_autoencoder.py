@@ -23,8 +23,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
                                            "noise_factor": 0.0})
   config.model = ml_collections.ConfigDict({"name": "dense_autoencoder",
                                             "latent_dim": 16 if digits else 64})
-  config.optimizer = ml_collections.ConfigDict({"name": "adam", "learning_rate": 3e-3 if digits else 1e-3,
-                                                "weight_decay": 0.0})
+  config.optimizer = ml_collections.ConfigDict({
+      "name": "adam", "learning_rate": 3e-3 if digits else 1e-3, "weight_decay": 0.0})
   config.schedule = ml_collections.ConfigDict({"name": "constant"})
   config.train = train_section(epochs=10 if digits else 20, batch_size=32 if digits else 256,
                                eval_batch_size=256 if digits else 1000, log_every_steps=20)

@@ -48,7 +48,8 @@ def make_optimizer(o: ml_collections.ConfigDict,
   wd = o.get("weight_decay", 0.0)
   betas = {k: o[k] for k in ("b1", "b2") if o.get(k) is not None}
   if o.name == "sgd":
-    base = optax.sgd(schedule, momentum=o.get("momentum") or None, nesterov=o.get("nesterov", False))
+    base = optax.sgd(schedule, momentum=o.get("momentum") or None,
+                     nesterov=o.get("nesterov", False))
   elif o.name == "adam":
     base = optax.adam(schedule, **betas)
   elif o.name == "adamw":

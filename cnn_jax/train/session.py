@@ -95,8 +95,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None) -> Session:
   init, step_metrics = state_initializer(
       task, networks, config.seed, train_batch_spec(data.splits["train"], tcfg.batch_size))
   state = jax.jit(init, out_shardings=parallel.replicated(mesh))()
-  evaluator = Evaluator(task, mesh, _round_up(tcfg.eval_batch_size, mesh.size * jax.process_count()),
-                        load_run=load_run)
+  eval_batch_size = _round_up(tcfg.eval_batch_size, mesh.size * jax.process_count())
+  evaluator = Evaluator(task, mesh, eval_batch_size, load_run=load_run)
   val_metrics = task.summarize(evaluator.zero_sums(state, data.splits["val"]))
   names = [f"train_{k}" for k in step_metrics] + [f"val_{k}" for k in val_metrics]
   schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate, per_epoch,
