@@ -1,7 +1,6 @@
 """Segmentation metrics (checked against scikit-learn) and losses (against NumPy)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, jaccard_score

@@ -10,8 +10,6 @@ import numpy as np
 import optax
 import pytest
 
-import cnn_jax.models.fcn  # noqa: F401  (registers the variants)
-import cnn_jax.models.unet  # noqa: F401
 from cnn_jax.data.scenes import shapes_scenes
 from cnn_jax.errors import ConfigError, ShapeError
 from cnn_jax.metrics import segmentation as seg

@@ -21,7 +21,7 @@ features (VGG's ``stage3 .. stage5``, ResNet's ``stage2 .. stage4``), so every z
 that reaches stride 32 works; H and W must be multiples of 32. The backbone's parameters
 sit under ``params["backbone"]`` with the zoo's names, so a classification checkpoint of
 the same model initialises them directly. The zoo models always build their classifier
-head; it is created with a single output (a few unused parameters, e.g. 25,091 for VGG,
+head; it is created with a single output (a few unused parameters, e.g. 25,093 for VGG,
 513 for ResNet-18) and ignored.
 
 Outputs: float32 logits ``[B, H, W, num_classes]`` and features: the backbone's ``stage*``
