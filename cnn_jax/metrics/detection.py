@@ -168,16 +168,19 @@ def _coco_matches(ious: np.ndarray) -> np.ndarray:
   """``[D, G]`` IoUs of score-sorted detections -> ``[T, D]`` bool matched per threshold.
 
   COCOeval's rule: each detection takes the still-unmatched ground truth of highest IoU
-  ``>= t`` (the last one among equals).
+  ``>= t`` (the last one among equals); the thresholds are handled side by side.
   """
-  matched = np.zeros((len(COCO_IOU_THRESHOLDS), ious.shape[0]), bool)
-  for t, threshold in enumerate(COCO_IOU_THRESHOLDS):
-    taken = np.zeros(ious.shape[1], bool)
-    for d in range(ious.shape[0]):
-      available = np.where(taken, -np.inf, ious[d])
-      if available.size and available.max() >= min(threshold, 1 - 1e-10):
-        best = available.size - 1 - np.argmax(available[::-1])
-        taken[best] = matched[t, d] = True
+  thresholds = np.minimum(COCO_IOU_THRESHOLDS, 1 - 1e-10)
+  matched = np.zeros((len(thresholds), ious.shape[0]), bool)
+  if not ious.shape[1]:
+    return matched
+  taken = np.zeros((len(thresholds), ious.shape[1]), bool)
+  everywhere = np.arange(len(thresholds))
+  for d in range(ious.shape[0]):
+    available = np.where(taken, -np.inf, ious[d])  # [T, G]
+    best = available.shape[1] - 1 - np.argmax(available[:, ::-1], axis=1)
+    matched[:, d] = available[everywhere, best] >= thresholds
+    taken[everywhere[matched[:, d]], best[matched[:, d]]] = True
   return matched
 
 
