@@ -5,6 +5,7 @@ Commands (``python -m cnn_jax COMMAND --help`` lists each one's options and defa
 * ``train --config FILE --workdir DIR [--config.key=value ...]``
 * ``show-data --config FILE [--out PNG] [--config.key=value ...]``
 * ``eval --workdir DIR [--checkpoint best|latest|STEP] [--split test|val|train]``
+* ``sample --workdir DIR [--num N] [--out PNG] [--checkpoint best|latest|STEP]``
 * ``models [PATTERN]``
 * ``summary MODEL [--input-size N] [--channels C]``
 * ``filters [--image FILE] [--padding zeros|replicate|reflect] [--out PNG]``
@@ -64,6 +65,7 @@ COMMAND_HELP = {
     "summary": "per-layer table, parameters and GFLOPs of a model",
     "filters": "apply the classic 3x3 filters (blur, sharpen, edges) to a photo: a PNG grid",
     "bench": "time train or inference steps on synthetic data: a table, or JSON",
+    "sample": "draw a grid of samples (or translations) from a trained GAN or CycleGAN",
 }
 
 
@@ -110,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
                  help="which checkpoint: the best, the latest or a step number")
   p.add_argument("--split", default="test", choices=("test", "val", "train"),
                  help="the data split to evaluate")
+  p = command("sample")
+  p.add_argument("--workdir", required=True, metavar="DIR",
+                 help="run directory of a gan or cyclegan train command")
+  p.add_argument("--num", type=int, default=64, help="samples (or test images) to draw")
+  p.add_argument("--out", default="grid.png", help="the PNG to write")
+  p.add_argument("--checkpoint", default="best", metavar="best|latest|STEP",
+                 help="which checkpoint: the best, the latest or a step number")
+  p.add_argument("--seed", type=int, help="noise seed (default: the run's seed)")
   p = command("models")
   p.add_argument("pattern", nargs="?", default="*",
                  help="shell-style name pattern, e.g. 'resnet*'")
@@ -186,6 +196,10 @@ def run(argv: list[str]) -> int:
     results = evaluate_run(args.workdir, checkpoint=args.checkpoint, split=args.split)
     print(f"{args.split} (step {results['checkpoint_step']}): loss {results['loss']:.4f}  "
           f"accuracy {results['accuracy']:.4f}  wrote {results['json_path']}")
+    return 0
+  if args.command == "sample":
+    from cnn_jax.sample import sample
+    print(f"wrote {sample(args.workdir, args.num, args.out, args.checkpoint, args.seed)}")
     return 0
   if args.command == "models":
     from cnn_jax.models.catalog import format_catalog

@@ -26,9 +26,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   minibatch = 16 if ci else MINIBATCH
   config = ml_collections.ConfigDict()
   config.seed = 0
-  # Sized for a 2-core CPU like experiments/mnist_dcgan.py: 1,000 steps on a 16k subset.
+  # An MLP step is cheap (about 30 ms on a 2-core CPU): 9,000 steps in about 6 minutes.
   config.dataset = (dataset_preset("digits") if ci else
-                    dataset_preset("mnist", val_fraction=2000, train_subset=16000))
+                    dataset_preset("mnist", val_fraction=2000))
   config.model = ml_collections.ConfigDict({
       "name": "mlp_generator", "latent_dim": 16 if ci else 100,
       "widths": (64, 128) if ci else (256, 512, 1024), "output": "tanh"})
@@ -39,6 +39,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       "disc_optimizer": gan_adam(), "classifier_run": "" if ci else "runs/mnist_lenet5"})
   config.optimizer = gan_adam()
   config.schedule = ml_collections.ConfigDict({"name": "constant"})
-  config.train = train_section(epochs=4, batch_size=disc_steps * minibatch,
+  config.train = train_section(epochs=4 if ci else 10, batch_size=disc_steps * minibatch,
                                eval_batch_size=256 if ci else 1000, log_every_steps=50)
   return config

@@ -12,6 +12,7 @@ import numpy as np
 
 # image_folder and local_files register their sources on import.
 from cnn_jax.data import image_folder, local_files, preprocess, sources, splits  # noqa: F401
+from cnn_jax.data import domain_pairs  # noqa: F401  (mnist_m, mnist_mnistm, digits_colour_pair)
 
 
 @dataclasses.dataclass
