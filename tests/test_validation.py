@@ -64,6 +64,8 @@ def test_failed_first_run_does_not_block_the_corrected_config(tmp_path):
   workdir_lib.check_config(fixed, workdir)  # no checkpoints: any config is welcome
   path = workdir_lib.save_config(fixed, workdir)
   assert json.load(open(path))["model"]["name"] == "lenet5"
+  with pytest.raises(ConfigError, match="train.epochs=0"):  # values are validated too
+    workdir_lib.check_config(digits_config(**{"train.epochs": 0}), workdir)
   os.makedirs(os.path.join(workdir, "checkpoints", "39"))
   with pytest.raises(ConfigError, match="changed: model.name"):
     workdir_lib.check_config(wrong, workdir)

@@ -65,11 +65,13 @@ def has_checkpoints(workdir: str) -> bool:
 
 
 def check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Refuses ``config`` if ``workdir`` holds checkpoints of a run with a different config.
+  """Validates ``config`` (:func:`cnn_jax.config.validate`) and refuses it if ``workdir``
+  holds checkpoints of a run with a different config.
 
   A workdir without checkpoints (a run that failed before saving anything) takes any
   config; :func:`save_config` then replaces its ``config.json``.
   """
+  config_lib.validate(config)
   path = os.path.join(workdir, CONFIG_FILE)
   if not (os.path.exists(path) and has_checkpoints(workdir)):
     return
