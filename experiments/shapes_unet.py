@@ -30,12 +30,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
                                            "ignore_label": -1})
   config.augment = augment_config(flip=True)
   config.model = ml_collections.ConfigDict({"name": "unet", "depth": 2 if ci else 3,
-                                            "base_width": 8 if ci else 16,
+                                            "base_width": 8 if ci else 16, "padding": "same",
                                             "upsample": "transpose", "upsample_kernel": 2,
                                             "use_batch_norm": True})
   config.optimizer = ml_collections.ConfigDict({"name": "adam", "learning_rate": 3e-3,
                                                 "weight_decay": 0.0})
   config.schedule = ml_collections.ConfigDict({"name": "warmup_cosine", "warmup_epochs": 1})
-  config.train = train_section(epochs=4 if ci else 12, batch_size=16 if ci else 32,
+  config.train = train_section(epochs=4 if ci else 12, batch_size=8 if ci else 32,
                                eval_batch_size=64 if ci else 250, log_every_steps=20)
   return config

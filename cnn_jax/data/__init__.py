@@ -10,8 +10,9 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
-# image_folder and local_files register their sources on import.
-from cnn_jax.data import image_folder, local_files, preprocess, sources, splits  # noqa: F401
+# image_folder, local_files and scenes register their sources on import.
+from cnn_jax.data import (image_folder, local_files, preprocess, scenes, sources,  # noqa: F401
+                          splits)
 from cnn_jax.data import domain_pairs  # noqa: F401  (mnist_m, mnist_mnistm, digits_colour_pair)
 
 

@@ -6,7 +6,7 @@ A task is chosen by ``config.task.name`` (default ``"classification"``).
 
 import ml_collections
 
-from cnn_jax.tasks import autoencoder, classification  # noqa: F401  (register the tasks)
+from cnn_jax.tasks import autoencoder, classification, segmentation  # noqa: F401  (register)
 from cnn_jax.tasks import cyclegan, gan  # noqa: F401  (register the GAN tasks)
 from cnn_jax.tasks.base import TASKS, SupervisedTask, Task
 
