@@ -5,6 +5,7 @@ Commands (``python -m cnn_jax COMMAND --help`` lists each one's options and defa
 * ``train --config FILE --workdir DIR [--config.key=value ...]``
 * ``show-data --config FILE [--out PNG] [--config.key=value ...]``
 * ``eval --workdir DIR [--checkpoint best|latest|STEP] [--split test|val|train]``
+* ``predict --workdir DIR --image FILE [--out PNG] [--checkpoint best|latest|STEP]``
 * ``sample --workdir DIR [--num N] [--out PNG] [--checkpoint best|latest|STEP]``
 * ``models [PATTERN]``
 * ``summary MODEL [--input-size N] [--channels C]``
@@ -61,6 +62,7 @@ COMMAND_HELP = {
     "train": "train an experiment (resumes if the workdir has checkpoints)",
     "show-data": "write a PNG grid of augmented training samples",
     "eval": "evaluate a checkpoint of a trained run: metrics, figures, report",
+    "predict": "draw a trained run's prediction (mask or boxes) on your own image",
     "models": "list registered models with native input size and parameters",
     "summary": "per-layer table, parameters and GFLOPs of a model",
     "filters": "apply the classic 3x3 filters (blur, sharpen, edges) to a photo: a PNG grid",
@@ -112,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
                  help="which checkpoint: the best, the latest or a step number")
   p.add_argument("--split", default="test", choices=("test", "val", "train"),
                  help="the data split to evaluate")
+  p = command("predict")
+  p.add_argument("--workdir", required=True, metavar="DIR",
+                 help="run directory of a segmentation or detection train command")
+  p.add_argument("--image", required=True, metavar="FILE",
+                 help="an image file (PNG, JPEG, ...), resized to the run's input size")
+  p.add_argument("--out", default="prediction.png", help="the PNG to write")
+  p.add_argument("--checkpoint", default="best", metavar="best|latest|STEP",
+                 help="which checkpoint: the best, the latest or a step number")
   p = command("sample")
   p.add_argument("--workdir", required=True, metavar="DIR",
                  help="run directory of a gan or cyclegan train command")
@@ -196,6 +206,10 @@ def run(argv: list[str]) -> int:
     results = evaluate_run(args.workdir, checkpoint=args.checkpoint, split=args.split)
     print(f"{args.split} (step {results['checkpoint_step']}): loss {results['loss']:.4f}  "
           f"accuracy {results['accuracy']:.4f}  wrote {results['json_path']}")
+    return 0
+  if args.command == "predict":
+    from cnn_jax.predict import predict
+    print(f"wrote {predict(args.workdir, args.image, args.out, checkpoint=args.checkpoint)}")
     return 0
   if args.command == "sample":
     from cnn_jax.sample import sample
