@@ -133,3 +133,16 @@ def test_tasks_without_the_hook_cannot_predict_and_images_are_resized(tmp_path):
     read_image(str(tmp_path / "missing.png"), (8, 8, 3))
   with pytest.raises(DataError, match="cannot read"):
     read_image(__file__, (8, 8, 3))
+
+
+@pytest.mark.parametrize("experiment", ["shapes_unet.py", "shapes_fcn.py", "shapes_fcn.py:ci",
+                                        "mnist_scenes_unet.py", "mnist_scenes_unet.py:ci"])
+def test_experiments_are_valid_and_their_models_take_their_images(experiment):
+  from cnn_jax.tasks.classification import build_model
+  from cnn_jax.train.state import check_input_shape
+  config = config_lib.load_config(os.path.join(REPO, "experiments", experiment))
+  config_lib.validate(config)
+  size = config.dataset.image_size
+  num_classes = 11 if config.dataset.name == "mnist_scenes" else 5
+  check_input_shape(build_model(config, num_classes=num_classes), ((size, size, 3),),
+                    config.model.name)

@@ -1,0 +1,43 @@
+"""FCN-8s (Long, Shelhamer & Darrell 2015) on a ResNet-18 backbone, from scratch, segmenting
+the procedural ``shapes`` scenes of ``shapes_unet.py`` (64x64, five mask classes). The
+stride-32 scores are upsampled by bilinear-initialised transposed convolutions and fused
+with 1x1 scores of the stride-16 and stride-8 maps.
+
+  python -m cnn_jax train --config experiments/shapes_fcn.py --workdir runs/shapes_fcn8s
+
+The paper's comparison: the same run without skips (FCN-32s) or with one (FCN-16s),
+
+  python -m cnn_jax train --config experiments/shapes_fcn.py --workdir runs/shapes_fcn32s \\
+      --config.model.name=fcn32s_resnet18
+
+and ``--config.model.name=fcn8s_vgg16`` for the paper's VGG-16 backbone (about 8x the
+compute). ``:ci`` is CI-sized (32x32 scenes, seconds on a CPU).
+"""
+
+import ml_collections
+
+from cnn_jax.config import train_section
+from cnn_jax.data.augment import augment_config
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  ci = variant == "ci"
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.dataset = ml_collections.ConfigDict({
+      "name": "shapes", "num_train": 160 if ci else 2000, "num_test": 32 if ci else 500,
+      "image_size": 32 if ci else 64, "max_objects": 4, "seed": 0,
+      "val_fraction": 0.1, "test_fraction": 0.0})
+  config.task = ml_collections.ConfigDict({"name": "segmentation", "loss": "cross_entropy",
+                                           "dice_weight": 1.0, "class_weights": (),
+                                           "ignore_label": -1})
+  config.augment = augment_config(flip=True)
+  config.model = ml_collections.ConfigDict({"name": "fcn8s_resnet18", "head_width": 256,
+                                            "head_kernel": 1, "dropout_rate": 0.1,
+                                            "upsample": "transpose"})
+  config.optimizer = ml_collections.ConfigDict({"name": "adam", "learning_rate": 1e-3,
+                                                "weight_decay": 0.0})
+  config.schedule = ml_collections.ConfigDict({"name": "warmup_cosine", "warmup_epochs": 1})
+  config.train = train_section(epochs=2 if ci else 10, batch_size=16 if ci else 32,
+                               eval_batch_size=32 if ci else 250, log_every_steps=20)
+  return config
