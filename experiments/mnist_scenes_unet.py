@@ -21,7 +21,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.dataset = ml_collections.ConfigDict({
-      "name": "mnist_scenes", "num_train": 320 if ci else 4000, "num_test": 64 if ci else 1000,
+      "name": "mnist_scenes", "num_train": 320 if ci else 2000, "num_test": 64 if ci else 500,
       "image_size": 32 if ci else 64, "max_digits": 3, "seed": 0, "data_dir": "",
       "cache_dir": "", "decode_workers": 2, "val_fraction": 0.1, "test_fraction": 0.0})
   config.task = ml_collections.ConfigDict({"name": "segmentation",
@@ -35,6 +35,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.optimizer = ml_collections.ConfigDict({"name": "adam", "learning_rate": 3e-3,
                                                 "weight_decay": 0.0})
   config.schedule = ml_collections.ConfigDict({"name": "warmup_cosine", "warmup_epochs": 1})
-  config.train = train_section(epochs=4 if ci else 12, batch_size=8 if ci else 32,
+  config.train = train_section(epochs=4 if ci else 8, batch_size=8 if ci else 32,
                                eval_batch_size=64 if ci else 250, log_every_steps=20)
   return config

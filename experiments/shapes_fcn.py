@@ -38,6 +38,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   config.optimizer = ml_collections.ConfigDict({"name": "adam", "learning_rate": 1e-3,
                                                 "weight_decay": 0.0})
   config.schedule = ml_collections.ConfigDict({"name": "warmup_cosine", "warmup_epochs": 1})
-  config.train = train_section(epochs=2 if ci else 10, batch_size=16 if ci else 32,
+  config.train = train_section(epochs=2 if ci else 6, batch_size=16 if ci else 32,
                                eval_batch_size=32 if ci else 250, log_every_steps=20)
   return config
