@@ -19,6 +19,7 @@ COMMON = ["--config.train.epochs=4", "--config.train.num_devices=1",
 RUNS = {  # experiment -> steps after which the run is killed (mid-epoch 1, a later epoch)
     "digits_simple_cnn.py": (12, 60),
     "mnist_denoising_autoencoder.py:digits": (12, 60),
+    "shapes_unet.py:ci": (12, 60),
 }
 
 
