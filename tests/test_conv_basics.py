@@ -221,3 +221,17 @@ def test_receptive_fields_in_the_summary():
   assert [stages[f"layer{i}_2"].size[0] for i in (1, 2, 3)] == [15, 37, 81]
   assert [stages[f"layer{i}_2"].jump[0] for i in (1, 2, 3)] == [1, 2, 4]
   assert "37*" in format_summary(resnet, max_depth=1)  # larger than the 32x32 image
+
+
+class _VectorModel(nn.Module):
+  """A model on vectors ``[B, D]``: no image, so no receptive fields."""
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    return nn.Dense(3, name="dense")(x), {}
+
+
+def test_summary_of_a_model_without_image_input_leaves_out_the_field_columns():
+  summary = summarize(_VectorModel(), (2, 5), compute_flops=False)
+  assert summary.rows[0].receptive_field is None and summary.gmacs * 1e9 == pytest.approx(5 * 3)
+  assert "RF" not in format_summary(summary).splitlines()[1]

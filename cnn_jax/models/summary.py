@@ -148,8 +148,8 @@ def _per_axis(values: tuple) -> str:
 def format_summary(summary: Summary, max_depth: Optional[int] = None) -> str:
   """A plain-text table of ``summary``; ``max_depth`` hides deeper submodules.
 
-  The receptive-field columns are those of :class:`ReceptiveField`; a ``*`` marks a field
-  larger than the input image.
+  The receptive-field columns are those of :class:`ReceptiveField` (left out for inputs
+  that are not images); a ``*`` marks a field larger than the input image.
   """
   rows = [r for r in summary.rows if max_depth is None or r.depth <= max_depth]
   image = summary.input_shape[1:3]
@@ -165,12 +165,14 @@ def format_summary(summary: Summary, max_depth: Optional[int] = None) -> str:
     table.append((r.path, r.module, str(list(r.output_shape)), f"{r.params:,}") + cells)
   widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
   lines = [f"{summary.model} on input {list(summary.input_shape)}"]
+  with_fields = any(r.receptive_field is not None for r in rows)
   for i, row in enumerate(table):
+    row = row if with_fields else row[:4]
     lines.append("  ".join(cell.ljust(width) if column < 3 else cell.rjust(width)
                            for column, (cell, width) in enumerate(zip(row, widths))))
     if i == 0:
       lines.append("-" * len(lines[-1]))
-  if any(r.receptive_field is not None for r in rows):
+  if with_fields:
     lines.append("RF: receptive field of the first output element, in input pixels"
                  + (" (* larger than the input)" if any_larger else "") + "; start: its centre")
     lines.append("jump: input pixels between neighbouring outputs (the effective stride), "
