@@ -217,9 +217,6 @@ class Checkpoints:
     """The kept step with the best ``best_metric`` (None if no step has metrics)."""
     return self.manager.best_step() if self.best_metric else None
 
-  def restore_meta(self, step: int) -> dict:
-    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-
   def _restore_step(self, step: int, abstract):
     """``(state, data_state, meta)`` of ``step``, verified against its checksums.
 
