@@ -95,12 +95,12 @@ class YoloDetector(nn.Module):
     return classifier_output(raw), features
 
 
-@MODELS.register("yolo_simple", input_shape=(64, 64, 3), task="detection")
+@MODELS.register("yolo_simple", input_shape=(64, 64, 3), output="grid")
 def yolo_simple(**kw) -> YoloDetector:
   return YoloDetector(**{"backbone": "simple", **kw})
 
 
-@MODELS.register("yolo_cifar_resnet20", input_shape=(64, 64, 3), task="detection")
+@MODELS.register("yolo_cifar_resnet20", input_shape=(64, 64, 3), output="grid")
 def yolo_cifar_resnet20(**kw) -> YoloDetector:
   return YoloDetector(**{"backbone": "cifar_resnet20", **kw})
 
