@@ -72,6 +72,19 @@ def test_generator_losses_on_logits():
   np.testing.assert_allclose(task.generator_losses(logits), log_one_minus_d, rtol=1e-5, atol=1e-6)
 
 
+def test_summed_feature_moments_give_the_frechet_distance_of_the_features():
+  from cnn_jax.metrics.generative import frechet_distance
+  from cnn_jax.tasks.gan import feature_moments, moments_distance
+  rng = np.random.default_rng(0)
+  real, fake = rng.normal(size=(70, 5)), rng.normal(0.5, 2.0, size=(70, 5))
+  valid = np.arange(80) < 70  # the last batch is padded, as in evaluation
+  padded = lambda x: np.concatenate([x, np.full((10, 5), 9.0)])  # noqa: E731
+  sums = [jax.tree.map(lambda *parts: sum(parts), *[
+      feature_moments(jnp.asarray(padded(x)[i:i + 16], jnp.float32), jnp.asarray(valid[i:i + 16]))
+      for i in range(0, 80, 16)]) for x in (real, fake)]
+  assert moments_distance(*sums) == pytest.approx(frechet_distance(real, fake), rel=1e-4)
+
+
 def test_dcgan_scored_by_our_classifier_and_sampled(tmp_path, digits_classifier):
   config = _config("mnist_dcgan", "train.epochs=2", f"task.classifier_run={digits_classifier}")
   results = train(config, str(tmp_path))
