@@ -51,6 +51,7 @@ from torch import nn  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cnn_jax import bench  # noqa: E402
+from cnn_jax.train.state import count_params  # noqa: E402
 from cnn_jax.models import MODELS  # noqa: E402
 
 # model -> (image size, channels, classes, batch size)
@@ -206,7 +207,7 @@ def compare(name: str, rounds: int, jax_variants: list[str], torch_threads: list
                                ("channels_last", torch.channels_last)):
       contenders[f"torch_{fmt}_{threads}t"] = TorchTimer(
           name, image_size, channels, num_classes, batch_size, memory_format, threads)
-  jax_params = sum(int(p.size) for p in jax.tree.leaves(contenders["jax_float32"].state.params))
+  jax_params = sum(count_params(contenders["jax_float32"].state).values())
   torch_params = contenders[f"torch_nchw_{torch_threads[0]}t"].params
   if jax_params != torch_params:
     raise SystemExit(f"{name}: cnn_jax has {jax_params} parameters, PyTorch {torch_params}")

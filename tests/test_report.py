@@ -7,6 +7,7 @@ import numpy as np
 
 from cnn_jax.metrics import classification as M
 from cnn_jax.figures import classification as plots
+from cnn_jax.figures import curves
 from cnn_jax.evaluate.diagnose import diagnose
 from cnn_jax.evaluate.report import write_report
 
@@ -32,7 +33,7 @@ def test_figures_and_report(tmp_path):
   preds = logits.argmax(-1)
   ovr = M.one_vs_rest_curves(probs, labels, CLASSES)
   figures = {
-      "learning_curves": plots.plot_learning_curves(history(), f"{fig_dir}/curves.png"),
+      "learning_curves": curves.plot_learning_curves(history(), f"{fig_dir}/curves.png"),
       "confusion_matrix": plots.plot_confusion_matrix(
           results["confusion_matrix"], f"{fig_dir}/cm.png", class_names=CLASSES),
       "roc": plots.plot_roc(ovr, f"{fig_dir}/roc.png"),

@@ -75,6 +75,15 @@ class PreparedData:
     self.splits[split] = {k: v[keep] for k, v in self.splits[split].items()}
 
 
+def display_name(cfg: ml_collections.ConfigDict) -> str:
+  """A dataset's name for titles: the file's stem for file sources (``mnist`` for
+  ``npz`` + ``mnist.npz``), else ``dataset.name``."""
+  import os
+  if cfg.get("file") and cfg.name in ("npz", "idx"):
+    return os.path.splitext(os.path.basename(cfg.file))[0]
+  return cfg.name
+
+
 def select_classes(data: sources.ArrayData, classes) -> sources.ArrayData:
   """Keeps only ``classes`` (indices or names), relabelled 0..n-1 in the given order."""
   from cnn_jax.errors import ConfigError

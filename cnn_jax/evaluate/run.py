@@ -11,6 +11,7 @@ import os
 import jax
 
 from cnn_jax import config as config_lib
+from cnn_jax.data import display_name
 from cnn_jax.evaluate.diagnose import Diagnosis, diagnose
 from cnn_jax.evaluate.report import write_report
 from cnn_jax.figures.curves import plot_learning_curves
@@ -52,13 +53,14 @@ def evaluate_and_report(workdir: str, session: Session, state, split: str, check
 
   history = read_history(workdir)
   if history:
+    title = f"{session.config.model.name} on {display_name(session.config.dataset)}"
     figures = {"learning_curves": plot_learning_curves(
         history, os.path.join(workdir, "learning_curves.png"), primary=session.primary,
-        title=f"{session.config.model.name} on {session.config.dataset.name}"), **figures}
+        title=title), **figures}
   diagnosis = run_diagnosis(workdir, session, best_step)
   params = count_params(state)
   write_report(workdir, config=config_lib.to_dict(session.config),
-               dataset_info={"name": session.config.dataset.name,
+               dataset_info={"name": display_name(session.config.dataset),
                              "class_names": data.class_names, "split_sizes": data.sizes(),
                              "image_shape": list(data.image_shape)},
                model_info={"name": session.config.model.name, "task": task.name,

@@ -49,43 +49,6 @@ def _names(class_names: Sequence[str] | None, k: int) -> list[str]:
   return [str(n) for n in class_names]
 
 
-def plot_learning_curves(history: list[dict], path: str, *, title: str | None = None) -> str:
-  """Train vs validation loss (left) and accuracy (right, if logged) per epoch.
-
-  Args:
-    history: per-epoch rows with ``epoch``, ``train_loss``, ``val_loss`` and optionally
-      ``train_accuracy`` / ``val_accuracy`` (as in ``metrics.jsonl``).
-    path: the PNG to write.
-    title: figure title.
-  """
-  panels = [("loss", "Loss")]
-  if any("train_accuracy" in r or "val_accuracy" in r for r in history):
-    panels.append(("accuracy", "Accuracy"))
-  fig = _new_figure(5.2 * len(panels), 4)
-  val_losses = [(r["val_loss"], r["epoch"]) for r in history
-                if isinstance(r.get("val_loss"), (int, float)) and math.isfinite(r["val_loss"])]
-  best_epoch = min(val_losses)[1] if val_losses else None
-  for i, (key, label) in enumerate(panels):
-    ax = fig.add_subplot(1, len(panels), i + 1)
-    for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
-      points = [(r["epoch"], r[f"{split}_{key}"]) for r in history if f"{split}_{key}" in r]
-      if points:
-        x, y = zip(*points)
-        ax.plot(x, y, "o-", color=color, markersize=3, label=split.replace("val", "validation"))
-    if best_epoch is not None:
-      ax.axvline(best_epoch, color="gray", linestyle=":",
-                 label=f"best val loss (epoch {best_epoch})")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(label)
-    ax.set_title(label)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend()
-  if title:
-    fig.suptitle(title)
-  return _save(fig, path)
-
-
 def plot_confusion_matrix(confusion, path: str, *, class_names: Sequence[str] | None = None,
                           title: str | None = None, dataset: str | None = None) -> str:
   """Counts (left) and row-normalized rates (right) of a ``[K, K]`` confusion matrix.

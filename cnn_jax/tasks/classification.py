@@ -106,24 +106,25 @@ class ClassificationTask(SupervisedTask):
             "macro_average_precision": curves["macro_average_precision"], "curves": curves}
 
   def figures(self, state, data, split, results, outputs, out_dir):
+    from cnn_jax.data import display_name
     from cnn_jax.figures import classification as plots
     os.makedirs(out_dir, exist_ok=True)
     path = lambda name: os.path.join(out_dir, f"{split}_{name}.png")  # noqa: E731
-    names, dataset = self.class_names, self.config.dataset.name
+    names = self.class_names
+    dataset = f"{display_name(self.config.dataset)}, {split}"
     probs, labels = outputs["probabilities"], data.splits[split]["label"]
-    curves = results["curves"]
+    curves, point = results["curves"], results.get("at_threshold")
     return {
         "confusion_matrix": plots.plot_confusion_matrix(
             results["confusion_matrix"], path("confusion_matrix"), class_names=names,
-            title=f"Confusion matrix ({dataset}, {split})"),
+            dataset=dataset),
         "per_class": plots.plot_per_class(results["per_class"], path("per_class"),
-                                          class_names=names,
-                                          title=f"Per-class ({dataset}, {split})"),
-        "roc": plots.plot_roc(curves, path("roc"), title=f"ROC ({dataset}, {split})"),
-        "pr": plots.plot_pr(curves, path("pr"), title=f"Precision-recall ({dataset}, {split})"),
+                                          class_names=names, dataset=dataset),
+        "roc": plots.plot_roc(curves, path("roc"), dataset=dataset, operating_point=point),
+        "pr": plots.plot_pr(curves, path("pr"), dataset=dataset, operating_point=point),
         "misclassified": plots.plot_misclassified(
             data.splits[split]["image"], labels, probs.argmax(-1), path("misclassified"),
-            class_names=names),
+            class_names=names, probabilities=probs, dataset=dataset),
     }
 
   def describe_results(self, results):
