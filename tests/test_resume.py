@@ -20,6 +20,8 @@ RUNS = {  # experiment -> steps after which the run is killed (mid-epoch 1, a la
     "digits_simple_cnn.py": (12, 60),
     "mnist_denoising_autoencoder.py:digits": (12, 60),
     "shapes_unet.py:ci": (12, 60),
+    "mnist_dcgan.py:ci": (12, 60),
+    "mnist_cyclegan.py:ci": (12, 60),
 }
 
 
