@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnn_jax.data import display_name
 from cnn_jax.errors import ConfigError
 from cnn_jax.metrics import classification as classification_metrics
 from cnn_jax.metrics import reconstruction
@@ -122,7 +123,7 @@ class AutoencoderTask(SupervisedTask):
     arrays = data.splits[split]
     rows = self.reconstruct(state, arrays["image"][:NUM_FIGURE_EXAMPLES])
     path = lambda name: os.path.join(out_dir, f"{split}_{name}.png")  # noqa: E731
-    dataset = self.config.dataset.name
+    dataset = display_name(self.config.dataset)
     figures = {"reconstructions": generative.plot_image_rows(
         list(rows.items()), path("reconstructions"),
         title=f"Reconstructions ({dataset}, {split})")}
@@ -197,7 +198,7 @@ class AnomalyTask(AutoencoderTask):
     from cnn_jax.figures import generative
     figures = super().figures(state, data, split, results, outputs, out_dir)
     path = lambda name: os.path.join(out_dir, f"{split}_{name}.png")  # noqa: E731
-    dataset = self.config.dataset.name
+    dataset = display_name(self.config.dataset)
     scores, anomalous = outputs["error"], outputs["anomalous"].astype(bool)
     thresholds = {"mean + std of normal training errors": results["threshold"]}
     if "at_best_f1" in results:
