@@ -195,17 +195,16 @@ def run(argv: list[str]) -> int:
     if args.distributed or args.coordinator:
       from cnn_jax.train.parallel import initialize_distributed
       initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-    from cnn_jax.train.loop import train
+    from cnn_jax.experiment import train
     results = train(config, args.workdir)
     print(results["diagnosis"])
-    print(f"test loss {results['test']['loss']:.4f}  test accuracy "
-          f"{results['test']['accuracy']:.4f}  report: {args.workdir}/report.html")
+    print(f"test {results['test']['summary']}  report: {args.workdir}/report.html")
     return 0
   if args.command == "eval":
     from cnn_jax.evaluate.run import evaluate_run
     results = evaluate_run(args.workdir, checkpoint=args.checkpoint, split=args.split)
-    print(f"{args.split} (step {results['checkpoint_step']}): loss {results['loss']:.4f}  "
-          f"accuracy {results['accuracy']:.4f}  wrote {results['json_path']}")
+    print(f"{args.split} (step {results['checkpoint_step']}): {results['summary']}  "
+          f"wrote {results['json_path']}")
     return 0
   if args.command == "predict":
     from cnn_jax.predict import predict

@@ -17,9 +17,10 @@ def task_name(config: ml_collections.ConfigDict) -> str:
   return section.get("name", "classification") if section else "classification"
 
 
-def get_task(config: ml_collections.ConfigDict, data) -> Task:
-  """The task named by the config, built for the prepared ``data``."""
-  return TASKS.get(task_name(config))(config, data)
+def get_task(config: ml_collections.ConfigDict, data, load_run=None) -> Task:
+  """The task named by the config, built for the prepared ``data``; ``load_run`` lets it
+  restore other runs (see :class:`Task`)."""
+  return TASKS.get(task_name(config))(config, data, load_run=load_run)
 
 
 __all__ = ["TASKS", "SupervisedTask", "Task", "get_task", "task_name"]

@@ -40,8 +40,8 @@ class AutoencoderTask(SupervisedTask):
   options = {"loss": "mse", "noise_factor": 0.0}
   primary_metric = ("val_loss", "min")
 
-  def __init__(self, config, data):
-    super().__init__(config, data)
+  def __init__(self, config, data, **kwargs):
+    super().__init__(config, data, **kwargs)
     if self.opts["loss"] not in LOSSES:
       raise ConfigError(f"task.loss must be one of {', '.join(LOSSES)}, got "
                         f"{self.opts['loss']!r}.")
@@ -141,8 +141,8 @@ class AnomalyTask(AutoencoderTask):
   inputs = {"image": "image"}
   options = {**AutoencoderTask.options, "normal_classes": (0,), "threshold_std": 1.0}
 
-  def __init__(self, config, data):
-    super().__init__(config, data)
+  def __init__(self, config, data, **kwargs):
+    super().__init__(config, data, **kwargs)
     normal = self.opts["normal_classes"]
     normal = (normal,) if isinstance(normal, (int, str)) else tuple(normal)
     self.normal = []

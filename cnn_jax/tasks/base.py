@@ -63,9 +63,12 @@ class Task:
   options: dict[str, Any] = {}
   primary_metric: tuple[str, str] = ("val_loss", "min")
 
-  def __init__(self, config: ml_collections.ConfigDict, data):
-    """``data``: the run's ``PreparedData`` (class names, image shape, normalization)."""
+  def __init__(self, config: ml_collections.ConfigDict, data, load_run: Callable | None = None):
+    """``data``: the run's ``PreparedData`` (class names, image shape, normalization);
+    ``load_run(workdir, checkpoint="best") -> (session, state, step, best_step)`` restores
+    another run (e.g. the classifier that scores a generator)."""
     self.config = config
+    self.load_run = load_run
     self.opts = _task_options(config, self.name, self.options)
     self.class_names = list(data.class_names)
     self.image_shape = data.image_shape

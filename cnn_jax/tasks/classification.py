@@ -138,8 +138,8 @@ class BinaryTask(ClassificationTask):
   name = "binary"
   options = {"threshold": 0.5}
 
-  def __init__(self, config, data):
-    super().__init__(config, data)
+  def __init__(self, config, data, **kwargs):
+    super().__init__(config, data, **kwargs)
     self.threshold = float(self.opts["threshold"])
     if not 0.0 < self.threshold < 1.0:
       raise ConfigError(f"task.threshold must be in (0, 1), got {self.threshold}.")

@@ -90,8 +90,8 @@ class CycleGANTask(Task):
              "history_size": 50, "classifier_a_run": "", "classifier_b_run": ""}
   primary_metric = ("val_cycle_loss", "min")
 
-  def __init__(self, config, data):
-    super().__init__(config, data)
+  def __init__(self, config, data, **kwargs):
+    super().__init__(config, data, **kwargs)
     train = data.splits["train"]
     if "image_b" not in train:
       raise DataError(f"task.name='cyclegan' needs a two-domain dataset with 'image_b' (e.g. "
@@ -109,8 +109,8 @@ class CycleGANTask(Task):
     for domain in ("a", "b"):
       workdir = self.opts[f"classifier_{domain}_run"]
       if workdir:
-        from cnn_jax.train.session import load_run  # a run of another task: import late
-        self.judges[domain] = RunClassifier(workdir, load_run, f"task.classifier_{domain}_run")
+        self.judges[domain] = RunClassifier(workdir, self.load_run,
+                                            f"task.classifier_{domain}_run")
     if len(self.judges) == 2:
       self.primary_metric = ("val_label_preservation", "max")
 

@@ -120,6 +120,9 @@ class RunClassifier:
     if not os.path.isfile(os.path.join(workdir, "config.json")):
       raise ConfigError(f"{option}={workdir!r} is not a run directory (no config.json); train "
                         "a classifier first, e.g. experiments/mnist_lenet5.py.")
+    if load_run is None:
+      raise ConfigError(f"{option} needs the task to be built by a run's session (it loads "
+                        "another run); build the task through cnn_jax.train.session.setup.")
     session, self.state, self.step, _ = load_run(workdir)
     if session.task.name != "classification":
       raise ConfigError(f"{option}={workdir!r} is a {session.task.name!r} run; it must be a "
@@ -185,8 +188,8 @@ class GANTask(Task):
              "classifier_run": ""}
   primary_metric = ("val_d_loss", "max")  # without a classifier: the discriminator's confusion
 
-  def __init__(self, config, data):
-    super().__init__(config, data)
+  def __init__(self, config, data, **kwargs):
+    super().__init__(config, data, **kwargs)
     self.disc_steps = int(self.opts["disc_steps"])
     if self.disc_steps < 1:
       raise ConfigError(f"task.disc_steps must be >= 1, got {self.disc_steps}.")
@@ -201,8 +204,7 @@ class GANTask(Task):
     self.eval_noise_key = jax.random.PRNGKey(config.seed + 1)
     self.judge = None
     if self.opts["classifier_run"]:
-      from cnn_jax.train.session import load_run  # a run of another task: import late
-      self.judge = RunClassifier(self.opts["classifier_run"], load_run)
+      self.judge = RunClassifier(self.opts["classifier_run"], self.load_run)
       self.primary_metric = ("val_fid", "min")
 
   # ---- networks ----

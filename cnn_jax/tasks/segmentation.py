@@ -42,8 +42,8 @@ class SegmentationTask(SupervisedTask):
              "ignore_label": -1}
   primary_metric = ("val_miou", "max")
 
-  def __init__(self, config, data):
-    super().__init__(config, data)
+  def __init__(self, config, data, **kwargs):
+    super().__init__(config, data, **kwargs)
     if self.opts["loss"] not in LOSSES:
       raise ConfigError(f"task.loss must be one of {', '.join(LOSSES)}, got "
                         f"{self.opts['loss']!r}.")

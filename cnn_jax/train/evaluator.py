@@ -15,14 +15,10 @@ from cnn_jax.train import parallel
 
 
 class Evaluator:
-  """Runs ``task.eval_step`` over a split; used for validation and final evaluation.
+  """Runs ``task.eval_step`` over a split; used for validation and final evaluation."""
 
-  ``load_run(workdir, checkpoint)`` (from ``cnn_jax.train.session``) gives tasks access to
-  other runs, e.g. a classifier whose features score a generator.
-  """
-
-  def __init__(self, task, mesh, batch_size: int, load_run=None):
-    self.task, self.mesh, self.batch_size, self.load_run = task, mesh, batch_size, load_run
+  def __init__(self, task, mesh, batch_size: int):
+    self.task, self.mesh, self.batch_size = task, mesh, batch_size
     replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
     def step(state, sums, batch, with_outputs):

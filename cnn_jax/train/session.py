@@ -74,7 +74,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None) -> Session:
   """Data, task, networks, mesh, initial state and evaluator for ``config``."""
   tcfg = config.train
   data = data_lib.prepare(config, workdir)
-  task = get_task(config, data)
+  task = get_task(config, data, load_run=load_run)
   data = task.select_data(data)
   mesh = parallel.make_mesh(tcfg.num_devices)
   parallel.check_batch_size(tcfg.batch_size, mesh)
@@ -96,7 +96,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None) -> Session:
       task, networks, config.seed, train_batch_spec(data.splits["train"], tcfg.batch_size))
   state = jax.jit(init, out_shardings=parallel.replicated(mesh))()
   eval_batch_size = _round_up(tcfg.eval_batch_size, mesh.size * jax.process_count())
-  evaluator = Evaluator(task, mesh, eval_batch_size, load_run=load_run)
+  evaluator = Evaluator(task, mesh, eval_batch_size)
   val_metrics = task.summarize(evaluator.zero_sums(state, data.splits["val"]))
   names = [f"train_{k}" for k in step_metrics] + [f"val_{k}" for k in val_metrics]
   schedule = optim.make_schedule(config.schedule, config.optimizer.learning_rate, per_epoch,
@@ -137,8 +137,8 @@ def checkpoints_for(session: Session, workdir: str, read_only: bool = False) -> 
 
 def load_run(workdir: str, checkpoint: str = "best") -> tuple[Session, TrainState, int, int | None]:
   """A finished (or running) run: ``(session, state, step, best_step)`` restored from its
-  ``checkpoint`` (``"best"``, ``"latest"`` or a step number). Tasks reach it through
-  ``evaluator.load_run`` (e.g. a GAN's feature classifier is another run)."""
+  ``checkpoint`` (``"best"``, ``"latest"`` or a step number). Tasks get it as
+  ``task.load_run`` (e.g. a GAN's feature classifier is another run)."""
   config = config_lib.load_json(os.path.join(workdir, "config.json"))
   session = setup(config, workdir)
   checkpoints = checkpoints_for(session, workdir, read_only=True)
