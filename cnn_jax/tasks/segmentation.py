@@ -23,6 +23,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
+from cnn_jax.data import display_name
 from cnn_jax.errors import ConfigError, DataError
 from cnn_jax.metrics import segmentation as metrics_lib
 from cnn_jax.models.unet import center_crop
@@ -133,7 +134,7 @@ class SegmentationTask(SupervisedTask):
     images, masks = (center_crop(arrays[k][:NUM_FIGURE_EXAMPLES], *predictions.shape[1:])
                      for k in ("image", "mask"))
     path = lambda name: os.path.join(out_dir, f"{split}_{name}.png")  # noqa: E731
-    dataset = self.config.dataset.name
+    dataset = display_name(self.config.dataset)
     return {
         "overlays": plots.plot_segmentation_examples(
             images, masks, path("overlays"), predictions=predictions,
