@@ -4,7 +4,7 @@ Trains ``experiments/mnist_anomaly.py`` once per digit (each a normal, resumable
 ``--workdir/digit_<d>``; finished ones are read back, not retrained) and prints JSON with
 the ten test ROC AUCs (anomalous = every other digit), their mean, and the other metrics at
 the mean + std threshold. Ruff et al. 2018 (Deep One-Class Classification, Table 1) report
-a convolutional-autoencoder baseline around 0.92 mean AUC for this protocol.
+convolutional-autoencoder baselines around 0.9 AUC for this protocol.
 
   CNN_JAX_DATA_DIR=../shared/data python benchmarks/mnist_anomaly_sweep.py \\
       --workdir runs/mnist_anomaly_sweep [--epochs 20] [--out sweep.json]
