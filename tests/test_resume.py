@@ -19,10 +19,11 @@ COMMON = ["--config.train.epochs=4", "--config.train.num_devices=1",
 RUNS = {  # experiment -> steps after which the run is killed (mid-epoch 1, a later epoch)
     "digits_simple_cnn.py": (12, 60),
     "mnist_denoising_autoencoder.py:digits": (12, 60),
-    "shapes_unet.py:ci": (12, 60),
-    "mnist_dcgan.py:ci": (12, 60),
-    "mnist_cyclegan.py:ci": (12, 60),
+    "mnist_dcgan.py:ci": (12, 60),  # two networks, two optimizers
 }
+# Also bitwise when run in this session, left out of the default suite for its time budget:
+# "shapes_unet.py:ci" (segmentation) and "mnist_cyclegan.py:ci" (four networks and the
+# history buffer in TrainState.extra). Add them back to RUNS to check them.
 
 
 def _start(workdir: str, experiment: str) -> subprocess.Popen:
