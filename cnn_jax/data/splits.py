@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from cnn_jax.config import atomic_write
 from cnn_jax.data.sources import ArrayData
 from cnn_jax.errors import DataError
 
@@ -73,9 +74,8 @@ def load_or_choose(data: ArrayData, cfg: ml_collections.ConfigDict, seed: int,
   split = choose_indices(data, cfg, seed)
   if path and jax.process_index() == 0:  # every process chooses the same; one writes
     os.makedirs(workdir, exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **split)
-    os.replace(tmp, path)  # atomic: a kill never leaves half a file
+    with atomic_write(path, "wb") as f:  # a kill never leaves half a file
+      np.savez(f, **split)
   return split
 
 
