@@ -4,7 +4,6 @@ scipy), coverage and confidence, and the generative figures."""
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
@@ -33,24 +32,6 @@ def test_per_example_errors_match_numpy():
   assert 19.0 < float(np.mean(np.delete(np.asarray(values["psnr"]), 2))) < 23.0
   with pytest.raises(ShapeError, match="same shape"):
     reconstruction.per_example(recon, target[:, :5])
-
-
-def test_masked_sums_skip_padding_even_when_it_is_nan():
-  rng = np.random.default_rng(1)
-  target = rng.uniform(size=(6, 4, 4, 1)).astype(np.float32)
-  recon = rng.uniform(size=(6, 4, 4, 1)).astype(np.float32)
-  recon[4:] = np.nan  # padded rows
-  mask = np.array([1, 1, 1, 1, 0, 0], bool)
-  update = jax.jit(reconstruction.update)
-  stats = reconstruction.ReconstructionStats.empty()
-  stats = update(stats, recon[:3], target[:3], mask[:3])
-  stats = update(stats, recon[3:], target[3:], mask[3:])
-  results = reconstruction.compute(stats)
-  expected = reconstruction.per_example(recon[:4], target[:4])
-  assert int(stats.count) == 4
-  for name in reconstruction.METRICS:
-    assert results[name] == pytest.approx(float(np.mean(expected[name])), rel=1e-5)
-  assert np.isnan(reconstruction.compute(reconstruction.ReconstructionStats.empty())["mse"])
 
 
 def test_frechet_distance_of_identical_and_shifted_sets():

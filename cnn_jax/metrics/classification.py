@@ -10,9 +10,9 @@ lives on; padded rows are ignored through a ``mask``::
     stats = update(stats, logits, batch["label"], batch["mask"], loss_per_example)
   results = compute(stats)                        # plain Python: ready for JSON
 
-Threshold curves (ROC, precision-recall) need every score, so a :class:`ScoreCollector`
-keeps the unmasked scores on the host and :func:`binary_curves` /
-:func:`one_vs_rest_curves` post-process them with numpy.
+Threshold curves (ROC, precision-recall) need every score: the evaluator gathers the
+real rows' scores on the host and :func:`binary_curves` / :func:`one_vs_rest_curves`
+post-process them with numpy.
 
 Undefined ratios follow scikit-learn's ``zero_division=0``: a class that is never
 predicted has precision 0, a class with no examples has recall 0, and so on. Macro,
@@ -192,32 +192,6 @@ def compute(stats: ClassificationStats) -> dict:
   out["per_class"]["support"] = support.tolist()
   out["confusion_matrix"] = cm.tolist()
   return out
-
-
-class ScoreCollector:
-  """Keeps the scores and labels of the real rows of each batch on the host.
-
-  ``add(scores [B] or [B, K], labels [B], mask [B])``; ``scores`` and ``labels`` then hold
-  the concatenation (``[N]`` or ``[N, K]`` float64 and ``[N]`` int64). Use probabilities
-  (sigmoid / softmax), not logits, when the thresholds should read as probabilities.
-  """
-
-  def __init__(self):
-    self._scores, self._labels = [], []
-
-  def add(self, scores, labels, mask) -> None:
-    """Appends the rows of one batch whose ``mask`` is set."""
-    keep = np.asarray(mask) > 0
-    self._scores.append(np.asarray(scores, np.float64)[keep])
-    self._labels.append(np.asarray(labels, np.int64)[keep])
-
-  @property
-  def scores(self) -> np.ndarray:
-    return np.concatenate(self._scores) if self._scores else np.zeros((0,))
-
-  @property
-  def labels(self) -> np.ndarray:
-    return np.concatenate(self._labels) if self._labels else np.zeros((0,), np.int64)
 
 
 def _check_binary(scores, labels) -> tuple[np.ndarray, np.ndarray]:

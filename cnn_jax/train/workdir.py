@@ -9,7 +9,6 @@ corrected command.
 import os
 
 import ml_collections
-import numpy as np
 
 from cnn_jax import config as config_lib
 from cnn_jax.errors import CnnJaxError, ConfigError
@@ -91,9 +90,3 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
   path = os.path.join(workdir, CONFIG_FILE)
   config_lib.save_json(config, path)
   return path
-
-
-def atomic_save_npz(path: str, **arrays: np.ndarray) -> None:
-  """``np.savez(path, **arrays)`` through a temporary file and a rename (never partial)."""
-  with config_lib.atomic_write(path, "wb") as f:
-    np.savez(f, **arrays)
