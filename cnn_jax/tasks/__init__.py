@@ -8,6 +8,7 @@ import ml_collections
 
 from cnn_jax.tasks import autoencoder, classification, segmentation  # noqa: F401  (register)
 from cnn_jax.tasks import cyclegan, gan  # noqa: F401  (register the GAN tasks)
+from cnn_jax.tasks import detection  # noqa: F401  (register)
 from cnn_jax.tasks.base import TASKS, SupervisedTask, Task
 
 
