@@ -14,16 +14,15 @@ import ml_collections
 
 from cnn_jax.config import train_section
 from cnn_jax.data.augment import augment_config
+from cnn_jax.data.presets import dataset_preset
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
   ci = variant == "ci"
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.dataset = ml_collections.ConfigDict({
-      "name": "mnist_scenes", "num_train": 320 if ci else 2000, "num_test": 64 if ci else 500,
-      "image_size": 32 if ci else 64, "max_digits": 3, "seed": 0, "data_dir": "",
-      "cache_dir": "", "decode_workers": 2, "val_fraction": 0.1, "test_fraction": 0.0})
+  config.dataset = dataset_preset("mnist_scenes", **(
+      {"num_train": 320, "num_test": 64, "image_size": 32} if ci else {}))
   config.task = ml_collections.ConfigDict({"name": "segmentation",
                                            "loss": "cross_entropy+dice", "dice_weight": 1.0,
                                            "class_weights": (), "ignore_label": -1})
