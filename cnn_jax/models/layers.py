@@ -1,13 +1,25 @@
-"""Building blocks shared by the model families."""
+"""Building blocks shared by the model families.
 
+Convolutions go through :func:`conv`, an ``nn.Conv`` (same parameters, names and shapes)
+whose implementation is chosen by ``conv_impl``: ``"xla"`` is ``lax.conv_general_dilated``;
+``"im2col"`` (:func:`im2col_conv`) concatenates the kernel's shifted views of the input on
+the channel axis and does one matrix product; ``"auto"`` (the default) takes im2col on the
+CPU for the shapes where it was measured faster (:func:`auto_conv_impl`,
+``benchmarks/conv_paths.py``) and XLA's convolution everywhere else.
+"""
+
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from cnn_jax.basics.arithmetic import padding_amounts
 from cnn_jax.basics.padding import check_padding_mode, pad_images
+from cnn_jax.errors import ConfigError
 
 ACTIVATIONS: dict[str, Callable] = {
     "relu": nn.relu, "tanh": jnp.tanh, "sigmoid": nn.sigmoid, "gelu": nn.gelu,
@@ -18,9 +30,133 @@ ACTIVATIONS: dict[str, Callable] = {
 def activation(name: str) -> Callable:
   """Looks up an activation function by name (``relu``, ``tanh``, ``gelu``, ...)."""
   if name not in ACTIVATIONS:
-    from cnn_jax.errors import ConfigError
     raise ConfigError(f"Unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}.")
   return ACTIVATIONS[name]
+
+
+CONV_IMPLS = ("auto", "xla", "im2col")
+# The dimension numbers nn.Conv passes for 2-D images: NHWC inputs and outputs, HWIO kernels.
+_NHWC = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+
+
+def _is_nhwc_2d(lhs_shape, rhs_shape, dimension_numbers, batch_group_count: int) -> bool:
+  """Whether a convolution is one that :func:`im2col_conv` computes (2-D, NHWC, HWIO)."""
+  if len(lhs_shape) != 4 or len(rhs_shape) != 4 or batch_group_count != 1:
+    return False
+  numbers = lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers)
+  return tuple(numbers) == tuple(_NHWC)
+
+
+def im2col_conv(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_dilation=None,
+                rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+                batch_group_count: int = 1, precision=None,
+                preferred_element_type=None) -> jax.Array:
+  """``lax.conv_general_dilated`` of NHWC images with HWIO kernels as one matrix product.
+
+  ``[B, H, W, C] (*) [kh, kw, C / G, F] -> [B, H', W', F]``. The input is zero-padded (and
+  dilated, for ``lhs_dilation``); the ``kh * kw`` shifted, strided views of it that the
+  kernel taps see are concatenated on the channel axis into patches
+  ``[B, H', W', kh * kw * C]`` (tap-major, as the kernel's HWIO layout), which are
+  multiplied with the kernel reshaped to ``[kh * kw * C, F]``. With ``G`` feature groups
+  the product is taken per group. The arguments are those of ``lax.conv_general_dilated``;
+  the gradient is whatever autodiff makes of slices, a concatenation and a dot.
+
+  Raises:
+    ConfigError: the convolution is not 2-D NHWC/HWIO or uses ``batch_group_count``.
+  """
+  if not _is_nhwc_2d(lhs.shape, rhs.shape, dimension_numbers, batch_group_count):
+    raise ConfigError(f"conv_impl='im2col' computes 2-D NHWC convolutions only (got input "
+                      f"{list(lhs.shape)}, kernel {list(rhs.shape)}); use conv_impl='xla'.")
+  batch, channels = lhs.shape[0], lhs.shape[3]
+  kernel_h, kernel_w, group_channels, features = rhs.shape
+  lhs_dilation = tuple(lhs_dilation or (1, 1))
+  rhs_dilation = tuple(rhs_dilation or (1, 1))
+  reach = [(k - 1) * d + 1 for k, d in zip((kernel_h, kernel_w), rhs_dilation)]
+  if isinstance(padding, str):  # as lax does: from the undilated input size
+    padding = lax.padtype_to_pads(lhs.shape[1:3], reach, window_strides, padding)
+  x = lax.pad(lhs, jnp.zeros((), lhs.dtype),
+              [(0, 0, 0)] + [(lo, hi, d - 1) for (lo, hi), d in zip(padding, lhs_dilation)]
+              + [(0, 0, 0)])
+  out_h, out_w = [(size - r) // s + 1
+                  for size, r, s in zip(x.shape[1:3], reach, window_strides)]
+  stride_h, stride_w = window_strides
+  views = []
+  for i in range(kernel_h):
+    for j in range(kernel_w):
+      top, left = i * rhs_dilation[0], j * rhs_dilation[1]
+      views.append(lax.slice(
+          x, (0, top, left, 0),
+          (batch, top + (out_h - 1) * stride_h + 1, left + (out_w - 1) * stride_w + 1, channels),
+          (1, stride_h, stride_w, 1)))
+  patches = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
+  dot = functools.partial(jnp.einsum, precision=precision,
+                          preferred_element_type=preferred_element_type)
+  if feature_group_count == 1:
+    return dot("bhwk,kf->bhwf", patches, rhs.reshape(-1, features))
+  groups = feature_group_count
+  patches = patches.reshape(batch, out_h, out_w, kernel_h * kernel_w, groups, group_channels)
+  kernel = rhs.reshape(kernel_h * kernel_w, group_channels, groups, features // groups)
+  y = dot("bhwtgc,tcgf->bhwgf", patches, kernel)
+  return y.reshape(batch, out_h, out_w, features)
+
+
+def auto_conv_impl(lhs_shape, rhs_shape, window_strides=(1, 1), feature_group_count: int = 1,
+                   dimension_numbers=_NHWC, batch_group_count: int = 1) -> str:
+  """The implementation ``conv_impl="auto"`` takes for one convolution: "im2col" or "xla".
+
+  The arguments are those of ``lax.conv_general_dilated`` (shapes instead of arrays), but
+  the dimension numbers default to ``nn.Conv``'s NHWC/HWIO ones.
+
+  Off the CPU always "xla" (cuDNN, the TPU's convolution units). On the CPU, the rule that
+  ``benchmarks/conv_paths.py`` measured (fwd + bwd, float32 and bfloat16, jaxlib 0.10.2;
+  ``benchmarks/RESULTS.md``): im2col for the two kinds of convolution whose gradients XLA:CPU
+  computes on its slow generic path (the input gradient is a "full" convolution over mostly
+  padding, or an input-dilated one) while im2col makes them dense products:
+
+  * a kernel that spans the whole input (``kh >= H`` and ``kw >= W``, e.g. LeNet-5's C5,
+    5x5 on 5x5: 7.8x faster in float32);
+  * a 1x1 kernel with a stride (a projection shortcut: 1.4x).
+
+  Every other shape (3x3 and 5x5 kernels sliding over an image, grouped and depthwise
+  convolutions) was as fast or faster with XLA's convolution, so it stays with XLA.
+  """
+  if jax.default_backend() != "cpu" or feature_group_count != 1 or not _is_nhwc_2d(
+      lhs_shape, rhs_shape, dimension_numbers, batch_group_count):
+    return "xla"
+  (height, width), (kernel_h, kernel_w) = lhs_shape[1:3], rhs_shape[:2]
+  spans_input = kernel_h >= height and kernel_w >= width
+  strided_1x1 = kernel_h == kernel_w == 1 and max(window_strides) > 1
+  return "im2col" if spans_input or strided_1x1 else "xla"
+
+
+def _dispatch_conv(lhs, rhs, window_strides, padding, *, conv_impl: str, **options):
+  """``lax.conv_general_dilated`` with ``conv_impl`` ("auto" resolved per shape)."""
+  if conv_impl == "auto":
+    conv_impl = auto_conv_impl(lhs.shape, rhs.shape, window_strides,
+                               options.get("feature_group_count", 1),
+                               options.get("dimension_numbers"),
+                               options.get("batch_group_count", 1))
+  impl = im2col_conv if conv_impl == "im2col" else lax.conv_general_dilated
+  return impl(lhs, rhs, window_strides, padding, **options)
+
+
+_CONV_FUNCTIONS = {impl: functools.partial(_dispatch_conv, conv_impl=impl) for impl in CONV_IMPLS}
+
+
+def check_conv_impl(conv_impl: str) -> str:
+  """Returns ``conv_impl`` if it is one of :data:`CONV_IMPLS`, else raises a ConfigError."""
+  if conv_impl not in CONV_IMPLS:
+    raise ConfigError(f"Unknown conv_impl {conv_impl!r}; choose one of {', '.join(CONV_IMPLS)} "
+                      "(model.conv_impl).")
+  return conv_impl
+
+
+def conv(features: int, kernel_size, strides=1, *, conv_impl: str = "auto", **kwargs) -> nn.Conv:
+  """An ``nn.Conv`` computed by ``conv_impl`` ("auto", "xla" or "im2col"; see the module
+  docstring). Parameters, their names and shapes are those of ``nn.Conv``, so checkpoints
+  and weight converters do not depend on the choice. ``kwargs`` go to ``nn.Conv``."""
+  return nn.Conv(features, kernel_size, strides,
+                 conv_general_dilated=_CONV_FUNCTIONS[check_conv_impl(conv_impl)], **kwargs)
 
 
 def batch_norm(train: bool, dtype: Any, **kwargs) -> nn.BatchNorm:
@@ -50,6 +186,7 @@ class ConvBN(nn.Module):
   bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
   padding_mode: str = "zeros"
+  conv_impl: str = "auto"  # "auto", "xla" or "im2col" (see conv)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -59,8 +196,8 @@ class ConvBN(nn.Module):
               for axis, (size, kernel, stride)
               in enumerate(zip(x.shape[1:3], self.kernel_size, self.strides))]
       x, padding = pad_images(x, pads, self.padding_mode), "VALID"
-    x = nn.Conv(self.features, self.kernel_size, self.strides, padding=padding,
-                use_bias=self.use_bias, dtype=self.dtype, name="conv")(x)
+    x = conv(self.features, self.kernel_size, self.strides, conv_impl=self.conv_impl,
+             padding=padding, use_bias=self.use_bias, dtype=self.dtype, name="conv")(x)
     x = batch_norm(train, self.dtype, epsilon=self.bn_epsilon, name="bn")(x)
     return activation(self.act)(x)
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from cnn_jax.errors import ShapeError
 from cnn_jax.models import MODELS
-from cnn_jax.models.layers import activation, classifier_output
+from cnn_jax.models.layers import activation, classifier_output, conv
 
 
 class LeNet5(nn.Module):
@@ -21,6 +21,7 @@ class LeNet5(nn.Module):
   act: str = "tanh"
   pool: str = "avg"  # "avg" as published, or "max"
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"  # "auto", "xla" or "im2col" (cnn_jax.models.layers.conv)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False):
@@ -31,13 +32,14 @@ class LeNet5(nn.Module):
           "Set dataset.image_size=32 (28x28 MNIST is padded or resized to 32x32).")
     act = activation(self.act)
     pool = nn.avg_pool if self.pool == "avg" else nn.max_pool
-    conv = lambda f, name: nn.Conv(f, (5, 5), padding="VALID", dtype=self.dtype, name=name)
+    conv5x5 = lambda f, name: conv(f, (5, 5), conv_impl=self.conv_impl, padding="VALID",
+                                   dtype=self.dtype, name=name)
     x = x.astype(self.dtype)
-    x = pool(act(conv(6, "c1")(x)), (2, 2), (2, 2))      # [B, 14, 14, 6]
+    x = pool(act(conv5x5(6, "c1")(x)), (2, 2), (2, 2))      # [B, 14, 14, 6]
     s1 = x
-    x = pool(act(conv(16, "c3")(x)), (2, 2), (2, 2))     # [B, 5, 5, 16]
+    x = pool(act(conv5x5(16, "c3")(x)), (2, 2), (2, 2))     # [B, 5, 5, 16]
     s2 = x
-    x = act(conv(120, "c5")(x)).reshape(x.shape[0], -1)  # [B, 120]
+    x = act(conv5x5(120, "c5")(x)).reshape(x.shape[0], -1)  # [B, 120]
     x = act(nn.Dense(84, dtype=self.dtype, name="f6")(x))
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="output")(x)
     return classifier_output(logits), {"stage1": s1, "stage2": s2, "pre_logits": x}

@@ -25,6 +25,7 @@ class SimpleCNN(nn.Module):
   head: str = "flatten"  # "flatten" or "gap" (global average pooling)
   dtype: Any = jnp.float32
   padding_mode: str = "zeros"  # "zeros", "reflect" or "replicate" (cnn_jax.basics.padding)
+  conv_impl: str = "auto"  # "auto", "xla" or "im2col" (cnn_jax.models.layers.conv)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False):
@@ -35,7 +36,7 @@ class SimpleCNN(nn.Module):
     for b in range(self.num_blocks):
       for c in range(self.convs_per_block):
         x = ConvBN(self.base_channels * 2**b, dtype=self.dtype, padding_mode=self.padding_mode,
-                   name=f"block{b + 1}_conv{c + 1}")(x, train)
+                   conv_impl=self.conv_impl, name=f"block{b + 1}_conv{c + 1}")(x, train)
       x = nn.max_pool(x, (2, 2), (2, 2), padding="SAME")
       features[f"stage{b + 1}"] = x
     if self.head == "gap":
