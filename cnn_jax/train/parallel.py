@@ -6,6 +6,8 @@ the global batch, so N devices compute the same step as one device with the same
 global batch. In multi-process runs each process feeds its own slice of the batch.
 """
 
+import collections
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -42,6 +44,49 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
   sharding = batch_sharded(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in batch.items()}
+
+
+class DevicePrefetch:
+  """The batches of a host iterator, sharded on ``mesh`` ``size - 1`` steps ahead of use.
+
+  Each ``next()`` tops the queue up to ``size`` batches (``shard_batch`` starts their
+  host-to-device copies, which JAX runs asynchronously) and returns the oldest, so the
+  next batch's transfer overlaps the step that the caller dispatches with this one. The
+  source must have ``get_state()`` / ``set_state()`` (the train pipeline's grain iterator);
+  :meth:`get_state` is the source's state right after the batch last returned, not after
+  the ones fetched ahead, so a checkpoint resumes exactly where training was.
+  """
+
+  def __init__(self, source, mesh: Mesh, size: int = 2):
+    if size < 1:
+      raise ConfigError(f"The device prefetch needs size >= 1 batches, got {size}.")
+    self._source, self._mesh, self._size = source, mesh, size
+    self._queue = collections.deque()
+    self._state = source.get_state()
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    while len(self._queue) < self._size:
+      try:
+        batch = next(self._source)
+      except StopIteration:
+        break
+      self._queue.append((shard_batch(batch, self._mesh), self._source.get_state()))
+    if not self._queue:
+      raise StopIteration
+    batch, self._state = self._queue.popleft()
+    return batch
+
+  def get_state(self):
+    return self._state
+
+  def set_state(self, state) -> None:
+    """Restarts at ``state`` (a :meth:`get_state` value), dropping the batches fetched ahead."""
+    self._queue.clear()
+    self._source.set_state(state)
+    self._state = self._source.get_state()
 
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
