@@ -252,13 +252,68 @@ def _readable(name: str, root: str | None, split: str = "train") -> bool:
     return False
 
 
+# tfds datasets with masks or boxes, read into ArrayData's keys at dataset.image_size: the
+# trimaps of oxford_iiit_pet (1 pet, 2 background, 3 outline) become mask classes 1, 0, 2;
+# voc's objects become padded boxes, box_classes (mask class - 1) and box_valid.
+DENSE_TFDS = ("oxford_iiit_pet", "voc")
+TRIMAP_TO_MASK = np.array([-1, 1, 0, 2])  # trimap value -> mask class (0 never occurs)
+
+
+def _dense_tfds(cfg: ml_collections.ConfigDict, name: str, root: str | None, builder,
+                has_test: bool) -> ArrayData:
+  """oxford_iiit_pet or voc (``DENSE_TFDS``) read from ``tfds.data_source``, images resized
+  (bilinear; masks nearest) to ``dataset.image_size`` squares; box fractions are unchanged
+  by the resize, and voc's boxes are padded to the most objects of an image."""
+  import tensorflow_datasets as tfds
+  from PIL import Image
+  size, base = int(cfg.get("image_size") or 0), name.split("/")[0].split(":")[0]
+  if size <= 0:
+    raise DataError(f"tfds {name!r} has images of many sizes; set dataset.image_size (e.g. "
+                    "128) to resize them to one square size.")
+
+  def resized(array, resample):  # [h, w, c] uint8 -> [size, size, c]
+    image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    return np.asarray(image.resize((size, size), resample)).reshape(size, size, -1)
+
+  def read(split: str) -> dict:
+    source = tfds.data_source(name, split=split, data_dir=root, download=False)
+    examples = [source[i] for i in range(len(source))]
+    arrays = {"image": np.stack([resized(np.asarray(e["image"], np.uint8),
+                                         Image.Resampling.BILINEAR) for e in examples])}
+    if base == "oxford_iiit_pet":
+      trimaps = np.stack([resized(np.asarray(e["segmentation_mask"], np.uint8),
+                                  Image.Resampling.NEAREST)[..., 0] for e in examples])
+      if trimaps.min(initial=1) < 1 or trimaps.max(initial=1) > 3:
+        raise DataError(f"tfds {name}/{split}: trimap values must be 1 (pet), 2 (background) "
+                        f"or 3 (outline), found {np.unique(trimaps)[:5].tolist()}.")
+      return {**arrays, "mask": TRIMAP_TO_MASK[trimaps].astype(np.int32)}
+    arrays["boxes"] = [np.asarray(e["objects"]["bbox"], np.float32).reshape(-1, 4)
+                       for e in examples]
+    arrays["box_classes"] = [np.asarray(e["objects"]["label"], np.int32) for e in examples]
+    return arrays
+
+  splits = {split: read(split) for split in ("train", "test") if split == "train" or has_test}
+  if base == "oxford_iiit_pet":
+    return ArrayData(splits["train"], splits.get("test"), ["background", "pet", "outline"])
+  most = max(1, *(len(b) for arrays in splits.values() for b in arrays["boxes"]))
+  for arrays in splits.values():
+    valid = np.arange(most) < np.array([len(b) for b in arrays["boxes"]])[:, None]
+    arrays["boxes"] = np.stack([np.pad(b, ((0, most - len(b)), (0, 0))) for b in arrays["boxes"]])
+    arrays["box_classes"] = np.stack([np.pad(c, (0, most - len(c))) for c in arrays["box_classes"]])
+    arrays["box_valid"] = valid
+  names = builder.info.features["objects"]["label"].names
+  return ArrayData(splits["train"], splits.get("test"), ["background", *names])
+
+
 @SOURCES.register("tfds")
 def load_tfds(cfg: ml_collections.ConfigDict) -> ArrayData:
-  """A tensorflow-datasets image classification dataset, read without TensorFlow.
+  """A tensorflow-datasets dataset, read without TensorFlow.
 
   Config: ``dataset.tfds_name`` (e.g. ``"mnist"``), ``dataset.data_dir`` (the tfds data
   directory), ``dataset.download`` (prepare it if missing). Uses ``tfds.data_source``
-  (ArrayRecord, random access); all images must share one shape.
+  (ArrayRecord, random access). Classification datasets (``image`` and ``label``) must have
+  images of one shape; ``oxford_iiit_pet`` (masks) and ``voc`` (boxes) are resized to
+  ``dataset.image_size`` (see ``DENSE_TFDS``).
   """
   import tensorflow_datasets as tfds
   name, root = cfg.tfds_name, data_dir(cfg)
@@ -279,6 +334,10 @@ def load_tfds(cfg: ml_collections.ConfigDict) -> ArrayData:
                       f"internet connection to download it. {how}")
     builder.download_and_prepare(file_format="array_record")
   splits = builder.info.splits
+  # Mocked datasets list no splits.
+  has_test = "test" in splits or (not splits and _readable(name, root, "test"))
+  if name.split("/")[0].split(":")[0] in DENSE_TFDS:
+    return _dense_tfds(cfg, name, root, builder, has_test)
   image_key = cfg.get("image_key", "image")
   label_key = cfg.get("label_key", "label")
 
@@ -295,7 +354,7 @@ def load_tfds(cfg: ml_collections.ConfigDict) -> ArrayData:
 
   x_train, y_train = read("train")
   x_test = y_test = None
-  if "test" in splits or (not splits and _readable(name, root, "test")):  # mocks list no splits
+  if has_test:
     x_test, y_test = read("test")
   names = builder.info.features[label_key].names
   return ArrayData.labelled(x_train, y_train, x_test, y_test, list(names))
