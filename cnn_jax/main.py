@@ -7,6 +7,9 @@ Commands (``python -m cnn_jax COMMAND --help`` lists each one's options and defa
 * ``eval --workdir DIR [--checkpoint best|latest|STEP] [--split test|val|train]``
 * ``predict --workdir DIR --image FILE [--out PNG] [--checkpoint best|latest|STEP]``
 * ``sample --workdir DIR [--num N] [--out PNG] [--checkpoint best|latest|STEP]``
+* ``search --config FILE --study-dir DIR [--sampler grid|random|tpe|gp] [--trials N]
+  [--pruner none|median|halving|hyperband] [--storage URL|journal] [--workers K]``
+* ``search-report --study-dir DIR``
 * ``models [PATTERN]``
 * ``summary MODEL [--input-size N] [--channels C]``
 * ``filters [--image FILE] [--padding zeros|replicate|reflect] [--out PNG]``
@@ -68,7 +71,10 @@ COMMAND_HELP = {
     "filters": "apply the classic 3x3 filters (blur, sharpen, edges) to a photo: a PNG grid",
     "bench": "time train or inference steps on synthetic data: a table, or JSON",
     "sample": "draw a grid of samples (or translations) from a trained GAN or CycleGAN",
+    "search": "hyperparameter search over the experiment's get_search_space() with optuna",
+    "search-report": "a search's trial table, plots and best experiment file",
 }
+_NAME_WIDTH = max(map(len, COMMAND_HELP)) + 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
       prog="python -m cnn_jax", usage="%(prog)s [-h] COMMAND ...", formatter_class=_HelpFormatter,
       description="Convolutional networks in JAX/Flax: train and evaluate experiments, "
                   "inspect and benchmark models.",
-      epilog="commands:\n" + "".join(f"  {name:<11}{text}\n" for name, text in COMMAND_HELP.items())
+      epilog="commands:\n" + "".join(f"  {name:<{_NAME_WIDTH}}{text}\n"
+                                      for name, text in COMMAND_HELP.items())
       + "\nRun 'python -m cnn_jax COMMAND --help' for the options of a command.")
   sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", prog=parser.prog,
                               help=argparse.SUPPRESS)  # listed in the epilog, one line each
@@ -130,6 +137,30 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--checkpoint", default="best", metavar="best|latest|STEP",
                  help="which checkpoint: the best, the latest or a step number")
   p.add_argument("--seed", type=int, help="noise seed (default: the run's seed)")
+  p = command("search", OVERRIDES_EPILOG)
+  p.add_argument("--config", required=True, metavar="FILE",
+                 help="experiment file defining get_config() and get_search_space(), e.g. "
+                      "experiments/digits_search.py")
+  p.add_argument("--study-dir", required=True, metavar="DIR",
+                 help="the study: storage, one run directory per trial, table and plots")
+  p.add_argument("--sampler", choices=("grid", "random", "tpe", "gp"), default="tpe",
+                 help="optuna sampler choosing each trial's values")
+  p.add_argument("--trials", type=int, default=20,
+                 help="finished trials the study ends with (a rerun continues up to it)")
+  p.add_argument("--pruner", choices=("none", "median", "halving", "hyperband"), default="none",
+                 help="stop hopeless trials early from their per-epoch validation values")
+  p.add_argument("--storage", metavar="URL|journal",
+                 help="optuna storage: a database URL, 'journal' or a .log file (default: "
+                      "sqlite in the study dir)")
+  p.add_argument("--workers", type=int, default=1, help="processes running trials at once")
+  p.add_argument("--seed", type=int, default=0, help="seed of the sampler")
+  p.add_argument("--study-name", help="the study's name in the storage (default: the "
+                                      "study dir's name)")
+  p = command("search-report")
+  p.add_argument("--study-dir", required=True, metavar="DIR",
+                 help="the --study-dir of a search command")
+  p.add_argument("--storage", metavar="URL|journal",
+                 help="the search's storage, if not the one its search.json names")
   p = command("models")
   p.add_argument("pattern", nargs="?", default="*",
                  help="shell-style name pattern, e.g. 'resnet*'")
@@ -176,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: list[str]) -> int:
   rest, overrides = _split_overrides(argv)
   args = build_parser().parse_args(rest)
-  if overrides and args.command not in ("train", "show-data"):
-    raise CnnJaxError("--config.key=value overrides only apply to train and show-data.")
+  if overrides and args.command not in ("train", "show-data", "search"):
+    raise CnnJaxError("--config.key=value overrides only apply to train and show-data (and "
+                      "search).")
   if args.command == "show-data":
     from cnn_jax import config as config_lib
     from cnn_jax.data.show import show_data
@@ -213,6 +245,28 @@ def run(argv: list[str]) -> int:
   if args.command == "sample":
     from cnn_jax.sample import sample
     print(f"wrote {sample(args.workdir, args.num, args.out, args.checkpoint, args.seed)}")
+    return 0
+  if args.command == "search":
+    from cnn_jax.search.report import write_report
+    from cnn_jax.search.study import run_search
+    result = run_search(args.config, args.study_dir, sampler=args.sampler, trials=args.trials,
+                        pruner=args.pruner, storage=args.storage, seed=args.seed,
+                        workers=args.workers, overrides=overrides, study_name=args.study_name)
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result["counts"].items()))
+    print(f"study {args.study_dir}: {counts}; this process ran {result['ran']} trial(s) and "
+          f"compiled {result['compilations']} train step(s)")
+    if result["best"] is not None:
+      best = result["best"]
+      print(f"best trial {best.number}: {result['metric']} {best.value:.4f}  {best.params}")
+    report = write_report(args.study_dir, args.storage)
+    print(f"wrote {report['table']}, {report['csv']}, {len(report['plots'])} plot(s)"
+          + (f", {report['best_experiment']}" if report["best_experiment"] else ""))
+    return 0
+  if args.command == "search-report":
+    from cnn_jax.search.report import write_report
+    report = write_report(args.study_dir, args.storage)
+    print(f"wrote {report['table']}, {report['csv']}, {len(report['plots'])} plot(s)"
+          + (f", {report['best_experiment']}" if report["best_experiment"] else ""))
     return 0
   if args.command == "models":
     from cnn_jax.models.catalog import format_catalog

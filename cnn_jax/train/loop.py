@@ -11,6 +11,7 @@ task's step returns and logs them as ``train_<name>`` / ``val_<name>``.
 import dataclasses
 import math
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +41,43 @@ def make_train_step(task):
   return step
 
 
+class StepCache:
+  """Jitted train and eval steps shared by the runs of one process (a hyperparameter search).
+
+  Runs whose configs differ only in values the optimizer carries as data (``learning_rate``
+  and ``weight_decay`` of any section, see ``cnn_jax.train.optim``) reuse the first such
+  run's jitted steps: their states hold arrays of the same shapes, and the first run's
+  static parts (modules, optimizer functions), given the later run's arrays, compute what
+  the later run's own would. Any other change (a width, the dropout rate) builds new steps.
+  """
+  TRACED = ("learning_rate", "weight_decay")
+
+  def __init__(self):
+    self._entries = {}
+
+  @property
+  def compilations(self) -> int:
+    """How many distinct train steps were built (each compiles once)."""
+    return len(self._entries)
+
+  def share(self, session: Session, state: TrainState):
+    """``(session, state, train_step)``: the session with the cached evaluator, the state
+    rebuilt on the cached structure and the cached jitted step (new ones on a miss)."""
+    flat = config_lib.flat_items(config_lib.to_dict(session.config))
+    key = (repr(sorted((k, v) for k, v in flat.items()
+                       if k.rsplit(".", 1)[-1] not in self.TRACED)),
+           tuple((leaf.shape, str(leaf.dtype)) for leaf in jax.tree.leaves(state)))
+    if key not in self._entries:
+      mesh = session.mesh
+      step = jax.jit(make_train_step(session.task),
+                     in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+                     out_shardings=parallel.replicated(mesh), donate_argnums=0)
+      self._entries[key] = (step, session.evaluator, jax.tree.structure(state))
+    step, evaluator, structure = self._entries[key]
+    state = jax.tree.unflatten(structure, jax.tree.leaves(state))
+    return dataclasses.replace(session, evaluator=evaluator), state, step
+
+
 @dataclasses.dataclass
 class FitResult:
   """What training leaves: the session, the final state and the checkpoints' state."""
@@ -64,8 +102,15 @@ def _check_finite(values: dict, what: str, epoch: int, checkpoints: Checkpoints)
         "'warmup_cosine').")
 
 
-def fit(config: ml_collections.ConfigDict, workdir: str) -> FitResult:
-  """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints)."""
+def fit(config: ml_collections.ConfigDict, workdir: str,
+        on_epoch: Callable[[dict], bool] | None = None,
+        step_cache: StepCache | None = None) -> FitResult:
+  """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints).
+
+  ``on_epoch(row)`` is called with each epoch's history row once its checkpoint is saved;
+  returning True stops the run there (e.g. a pruned search trial). ``step_cache`` shares
+  compiled steps with earlier runs of this process (see :class:`StepCache`).
+  """
   is_main = jax.process_index() == 0
   if is_main:
     workdir_lib.check_writable(workdir)
@@ -75,7 +120,6 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> FitResult:
     workdir_lib.save_config(config, workdir)  # only once the run can start
   tcfg, data, mesh, task = config.train, session.data, session.mesh, session.task
   per_epoch, total_steps = session.steps_per_epoch, session.total_steps
-  replicated = parallel.replicated(mesh)
 
   checkpoints = checkpoints_for(session, workdir)
   state, data_state = session.state, {"next_index": 0}
@@ -95,9 +139,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> FitResult:
         process_count=jax.process_count()))
     to_device = lambda batch: parallel.shard_batch(batch, mesh)  # noqa: E731
   train_iter.set_state(data_state)
-  train_step = jax.jit(make_train_step(task),
-                       in_shardings=(replicated, parallel.batch_sharded(mesh)),
-                       out_shardings=replicated, donate_argnums=0)
+  session, state, train_step = (step_cache or StepCache()).share(session, state)
 
   log = MetricsLog(workdir, start_step, enabled=is_main)
   progress = Progress(total_steps, start_step, enabled=tcfg.progress and is_main)
@@ -135,6 +177,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str) -> FitResult:
                          metrics={k: v for k, v in row.items()
                                   if k.startswith(("train_", "val_"))})
         epoch_start = time.perf_counter()
+        if on_epoch is not None and on_epoch(row):
+          break
       elif tcfg.checkpoint_every_steps and step % tcfg.checkpoint_every_steps == 0:
         checkpoints.save(step, state, train_iter.get_state(), {**meta, "epoch": epoch})
     checkpoints.wait()

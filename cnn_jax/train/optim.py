@@ -1,4 +1,12 @@
-"""Optimizers and learning-rate schedules from the config (optax)."""
+"""Optimizers and learning-rate schedules from the config (optax).
+
+The peak learning rate and the weight decay are data, not constants: the optimizer keeps
+them in its state (``optax.inject_hyperparams``), so two runs that differ only in these
+values build the same computation and a process running both (a hyperparameter search)
+can reuse the compiled train step.
+"""
+
+import dataclasses
 
 import jax
 import ml_collections
@@ -10,8 +18,20 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """The learning rate at a step: ``peak * shape(step)``, where ``shape`` peaks at 1.
+
+  The optimizer carries ``peak`` in its state and computes ``shape`` in the step."""
+  shape: optax.Schedule
+  peak: float
+
+  def __call__(self, step):
+    return self.peak * self.shape(step)
+
+
 def make_schedule(s: ml_collections.ConfigDict, lr: float, steps_per_epoch: int,
-                  total_steps: int) -> optax.Schedule:
+                  total_steps: int) -> Schedule:
   """The learning rate over steps: ``schedule.name`` in ``constant | cosine | warmup_cosine |
   step`` applied to the peak rate ``lr``.
 
@@ -19,16 +39,18 @@ def make_schedule(s: ml_collections.ConfigDict, lr: float, steps_per_epoch: int,
   ``decay_factor`` at each epoch in ``decay_epochs``.
   """
   if s.name == "constant":
-    return optax.constant_schedule(lr)
-  if s.name == "cosine":
-    return optax.cosine_decay_schedule(lr, max(total_steps, 1))
-  if s.name == "warmup_cosine":
+    shape = optax.constant_schedule(1.0)
+  elif s.name == "cosine":
+    shape = optax.cosine_decay_schedule(1.0, max(total_steps, 1))
+  elif s.name == "warmup_cosine":
     warmup = int(s.warmup_epochs * steps_per_epoch)
-    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total_steps, warmup + 1))
-  if s.name == "step":
+    shape = optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup, max(total_steps, warmup + 1))
+  elif s.name == "step":
     boundaries = {int(e * steps_per_epoch): s.decay_factor for e in s.decay_epochs}
-    return optax.piecewise_constant_schedule(lr, boundaries)
-  raise ConfigError(f"Unknown schedule.name {s.name!r}; choose one of {', '.join(SCHEDULES)}.")
+    shape = optax.piecewise_constant_schedule(1.0, boundaries)
+  else:
+    raise ConfigError(f"Unknown schedule.name {s.name!r}; choose one of {', '.join(SCHEDULES)}.")
+  return Schedule(shape, lr)
 
 
 def decay_mask(params) -> dict:
@@ -37,25 +59,31 @@ def decay_mask(params) -> dict:
 
 
 def make_optimizer(o: ml_collections.ConfigDict,
-                   schedule: optax.Schedule) -> optax.GradientTransformation:
+                   schedule: Schedule) -> optax.GradientTransformation:
   """An optimizer section's ``name`` in ``sgd | adam | adamw`` (``b1``/``b2`` optional for
-  the Adam family, e.g. ``b1=0.5`` for GANs).
+  the Adam family, e.g. ``b1=0.5`` for GANs) following ``schedule``.
 
   ``weight_decay`` never touches biases or batch-norm parameters. For ``adamw`` it is
   decoupled (Loshchilov & Hutter); for ``sgd`` and ``adam`` it is added to the gradient
-  (classic L2 regularization).
+  (classic L2 regularization). The peak learning rate (``schedule.peak``) and the weight
+  decay live in the optimizer state as ``opt_state.hyperparams["learning_rate"]`` and
+  ``["weight_decay"]``; ``["lr_factor"]`` is the schedule's shape at the current step.
   """
-  wd = o.get("weight_decay", 0.0)
-  betas = {k: o[k] for k in ("b1", "b2") if o.get(k) is not None}
-  if o.name == "sgd":
-    base = optax.sgd(schedule, momentum=o.get("momentum") or None,
-                     nesterov=o.get("nesterov", False))
-  elif o.name == "adam":
-    base = optax.adam(schedule, **betas)
-  elif o.name == "adamw":
-    return optax.adamw(schedule, weight_decay=wd, mask=decay_mask, **betas)
-  else:
+  if o.name not in OPTIMIZERS:
     raise ConfigError(f"Unknown optimizer.name {o.name!r}; choose one of {', '.join(OPTIMIZERS)}.")
-  if wd:
-    return optax.chain(optax.add_decayed_weights(wd, mask=decay_mask), base)
-  return base
+  betas = {k: o[k] for k in ("b1", "b2") if o.get(k) is not None}
+
+  def build(learning_rate, weight_decay, lr_factor) -> optax.GradientTransformation:
+    rate = learning_rate * lr_factor
+    if o.name == "adamw":
+      return optax.adamw(rate, weight_decay=weight_decay, mask=decay_mask, **betas)
+    if o.name == "sgd":
+      base = optax.sgd(rate, momentum=o.get("momentum") or None,
+                       nesterov=o.get("nesterov", False))
+    else:
+      base = optax.adam(rate, **betas)
+    return optax.chain(optax.add_decayed_weights(weight_decay, mask=decay_mask), base)
+
+  return optax.inject_hyperparams(build)(learning_rate=schedule.peak,
+                                         weight_decay=o.get("weight_decay", 0.0),
+                                         lr_factor=schedule.shape)
