@@ -52,7 +52,7 @@ from torch import nn  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cnn_jax import bench  # noqa: E402
 from cnn_jax.train.state import count_params  # noqa: E402
-from cnn_jax.models import MODELS  # noqa: E402
+from cnn_jax.models import MODELS, model_options  # noqa: E402
 
 # model -> (image size, channels, classes, batch size)
 SETTINGS = {
@@ -74,6 +74,10 @@ JAX_VARIANTS = {
     "eigen_single_thread": {"compiler_options": {"xla_cpu_multi_thread_eigen": False}},
     "fast_math": {"compiler_options": {"xla_cpu_enable_fast_math": True}},
     "vector_width_512": {"compiler_options": {"xla_cpu_prefer_vector_width": 512}},
+    # the shared conv layer's implementations (the default is conv_impl="auto"), for the
+    # models that have the conv_impl option (lenet5)
+    "conv_xla": {"model_options": {"conv_impl": "xla"}},
+    "conv_im2col": {"model_options": {"conv_impl": "im2col"}},
 }
 
 
@@ -196,7 +200,9 @@ def compare(name: str, rounds: int, jax_variants: list[str], torch_threads: list
   image_size, channels, num_classes, default_batch = SETTINGS[name]
   batch_size = batch_size or default_batch
   contenders, compile_s = {}, {}
-  for variant in ["float32"] + jax_variants:
+  options = set(model_options(name))  # variants that set a field the model lacks are skipped
+  for variant in ["float32"] + [v for v in jax_variants
+                                if set(JAX_VARIANTS[v].get("model_options", {})) <= options]:
     timer = bench.StepTimer(name, batch_size=batch_size, image_size=image_size,
                             channels=channels, num_devices=1, num_classes=num_classes,
                             **JAX_VARIANTS.get(variant, {}))
@@ -227,6 +233,7 @@ def compare(name: str, rounds: int, jax_variants: list[str], torch_threads: list
   # JAX variant over the default JAX step
   ratios = {f"{a}/{b}": bench.spread([tb / ta for ta, tb in zip(seconds[a], seconds[b])])
             for a in jax_keys for b in others if a != b}
+  jax_reports = {k: contenders[k].report(seconds[k]) for k in jax_keys}
   return {
       "model": name, "batch_size": batch_size, "image_shape": [image_size, image_size, channels],
       "num_classes": num_classes, "params": jax_params, "rounds": rounds,
@@ -235,6 +242,9 @@ def compare(name: str, rounds: int, jax_variants: list[str], torch_threads: list
       "images_per_s_by_round": {k: [round(batch_size / s, 2) for s in v]
                                 for k, v in seconds.items()},
       "throughput_ratio": ratios,
+      # XLA's FLOPs of each JAX step, and MFU where the device's peak is known (GPUs)
+      "jax_gflops_per_step": {k: r["gflops_per_step"] for k, r in jax_reports.items()},
+      "jax_mfu": {k: r["mfu"] for k, r in jax_reports.items()},
   }
 
 

@@ -16,7 +16,9 @@ as the median and the min/max over rounds.
 FLOPs come from XLA's cost analysis of the compiled step (a multiply-add counts 2). XLA
 reports the program of one device, so the per-step total is that times the device count.
 MFU is achieved FLOP/s over the devices' peak: ``peak_tflops`` per device if given, else
-the dense bf16 peak of known accelerators (:data:`PEAK_TFLOPS`), else ``None`` (CPUs).
+the dense peak of known accelerators (:data:`PEAK_TFLOPS`) for the step's dtype (bf16, or
+TF32 for float32, which XLA's GPU matmuls and convolutions use by default), else ``None``
+(CPUs).
 
 Example::
 
@@ -54,20 +56,22 @@ MODES = ("train", "infer")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _OPTIMIZER = optax.sgd(0.01, momentum=0.9)
 
-# Dense bf16 peak TFLOP/s per device, matched in order against ``device.device_kind``.
+# Dense (no sparsity) tensor-core peak TFLOP/s per device in bf16 and TF32 (NVIDIA's data
+# sheets), matched in order against ``device.device_kind``.
 PEAK_TFLOPS = (
-    ("H100 PCIe", 756.0),
-    ("H100", 989.0),  # SXM
-    ("H200", 989.0),
-    ("A100", 312.0),
+    ("H100 PCIe", {"bfloat16": 756.0, "float32": 378.0}),
+    ("H100", {"bfloat16": 989.0, "float32": 494.7}),  # SXM
+    ("H200", {"bfloat16": 989.0, "float32": 494.7}),
+    ("A100", {"bfloat16": 312.0, "float32": 156.0}),
 )
 
 
-def known_peak_tflops(device: jax.Device) -> float | None:
-  """The dense bf16 peak of ``device`` from :data:`PEAK_TFLOPS`, or None if unknown."""
-  for kind, peak in PEAK_TFLOPS:
+def known_peak_tflops(device: jax.Device, dtype: str = "bfloat16") -> float | None:
+  """The dense peak of ``device`` for ``dtype`` compute ("bfloat16", or "float32" = TF32)
+  from :data:`PEAK_TFLOPS`, or None if unknown."""
+  for kind, peaks in PEAK_TFLOPS:
     if kind in device.device_kind:
-      return peak
+      return peaks[dtype]
   return None
 
 
@@ -107,16 +111,19 @@ def _peak_memory_mb(devices) -> float | None:
 
 @functools.lru_cache(maxsize=8)
 def _task_and_init(model_name: str, dtype: str, num_classes: int, shape: tuple[int, int, int],
-                   num_devices: int) -> tuple[Task, Callable[[], TrainState]]:
+                   num_devices: int, model_options: tuple = ()
+                   ) -> tuple[Task, Callable[[], TrainState]]:
   """The classification task on synthetic data of ``shape`` and the jitted initializer of
   its replicated train state (SGD with momentum). Cached: XLA takes seconds to compile the
   random initializers, and a train and an infer benchmark of the same model can share it
-  (the train step donates the state, so not the state itself).
+  (the train step donates the state, so not the state itself). ``model_options``: more
+  model fields as ``(name, value)`` pairs, e.g. ``(("conv_impl", "xla"),)``.
 
   Raises:
     ShapeError: the model cannot take images of ``shape``.
   """
-  config = ml_collections.ConfigDict({"model": {"name": model_name, "dtype": dtype},
+  config = ml_collections.ConfigDict({"model": {"name": model_name, "dtype": dtype,
+                                                 **dict(model_options)},
                                       "optimizer": {}, "train": {"label_smoothing": 0.0}})
   data = PreparedData.synthetic(shape, [str(k) for k in range(num_classes)],
                                 label=np.zeros(1, np.int32))
@@ -175,13 +182,14 @@ class StepTimer:
   ``lower_s`` and ``compile_s``); :meth:`time` runs steps; :meth:`report` summarizes.
   Arguments are those of :func:`benchmark`, plus ``compiler_options``: XLA debug options
   for this compilation only, e.g. ``{"xla_cpu_enable_fast_math": True}`` (the same names
-  as in ``XLA_FLAGS``; flags that the runtime reads at start-up have no effect here).
+  as in ``XLA_FLAGS``; flags that the runtime reads at start-up have no effect here), and
+  ``model_options``: more model fields, e.g. ``{"conv_impl": "xla"}``.
   """
 
   def __init__(self, model_name: str, *, batch_size: int = 128, image_size: int | None = None,
                channels: int | None = None, mode: str = "train", dtype: str = "float32",
                num_devices: int = 0, num_classes: int | None = None, donate: bool = True,
-               compiler_options: dict | None = None):
+               compiler_options: dict | None = None, model_options: dict | None = None):
     _check_settings(mode, dtype, batch_size)
     shape = input_shape(model_name, image_size, channels)
     self.settings = {"model": model_name, "mode": mode, "dtype": dtype,
@@ -191,7 +199,7 @@ class StepTimer:
     parallel.check_batch_size(batch_size, mesh, "bench batch_size")
     try:
       task, init = _task_and_init(model_name, dtype, self.settings["num_classes"], shape,
-                                  mesh.size)
+                                  mesh.size, tuple(sorted((model_options or {}).items())))
     except ShapeError as e:
       native = "x".join(map(str, input_shape(model_name)))
       raise ShapeError(f"{e} For bench, choose --image-size/--channels accordingly "
@@ -224,7 +232,7 @@ class StepTimer:
     per_device_flops = compiled_flops(self.compiled)
     gflops = per_device_flops * len(devices) / 1e9 if per_device_flops is not None else None
     achieved = gflops / statistics.median(seconds) / 1e3 if gflops is not None else None
-    peak = peak_tflops or known_peak_tflops(devices[0])
+    peak = peak_tflops or known_peak_tflops(devices[0], self.settings["dtype"])
     notes = []
     peak_memory = _peak_memory_mb([d for d in devices if d.process_index == jax.process_index()])
     if peak_memory is None:
