@@ -16,7 +16,8 @@ lock (``flock``) on ``trials/NNNN/.lock`` while it runs trial ``n`` and on
 RUNNING trial whose lock is free belonged to a killed worker, and the next worker
 continues it from its checkpoint under the same number and workdir. Trials in one process
 share compiled steps when they differ only in learning rates and weight decays
-(``cnn_jax.train.loop.StepCache``).
+(``cnn_jax.train.loop.StepCache``); processes share compiled programs through the
+persistent compilation cache ``STUDY/jit_cache`` (unless one is configured already).
 """
 
 import contextlib
@@ -29,6 +30,7 @@ import sys
 import time
 import warnings
 
+import jax
 import ml_collections
 import optuna
 
@@ -291,6 +293,8 @@ def run_search(config_path: str, study_dir: str, sampler: str = "tpe", trials: i
                                 study_name=settings["study_name"],
                                 direction=settings["direction"], load_if_exists=True,
                                 pruner=make_pruner(pruner, config.train.epochs))
+  if not jax.config.jax_compilation_cache_dir:  # workers and reruns share compiled programs
+    jax.config.update("jax_compilation_cache_dir", os.path.join(study_dir, "jit_cache"))
   helpers = [_start_worker(config_path, study_dir, sampler, trials, pruner, settings["storage"],
                            seed, overrides, settings["study_name"]) for _ in range(workers - 1)]
   worker = _Worker(study, study_dir, config, space, settings, sampler, seed,
