@@ -15,6 +15,9 @@ Commands (``python -m cnn_jax COMMAND --help`` lists each one's options and defa
 * ``filters [--image FILE] [--padding zeros|replicate|reflect] [--out PNG]``
 * ``bench --models a,b [--batch-size N] [--image-size S] [--mode train|infer] [--seconds T]
   [--json | --out FILE]``
+* ``compare [--models a,b] [--budget epochs|minutes N] [--dataset cifar10] [--seeds K]
+  [--quick] [--workdir DIR]``
+* ``features --workdir DIR --image FILE [--out PNG] [--checkpoint best|latest|STEP]``
 """
 
 import argparse
@@ -73,6 +76,8 @@ COMMAND_HELP = {
     "sample": "draw a grid of samples (or translations) from a trained GAN or CycleGAN",
     "search": "hyperparameter search over the experiment's get_search_space() with optuna",
     "search-report": "a search's trial table, plots and best experiment file",
+    "compare": "train and measure models under one budget: a table (md, JSON, CSV) and plots",
+    "features": "draw a trained classifier's first-layer filters and an image's feature maps",
 }
 _NAME_WIDTH = max(map(len, COMMAND_HELP)) + 2
 
@@ -201,6 +206,31 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--json", action="store_true",
                  help="print the results as JSON on stdout (the table goes to stderr)")
   p.add_argument("--out", help="also write the JSON results to this file")
+  p = command("compare")
+  p.add_argument("--models", metavar="A,B,...",
+                 help="comma-separated model names (default: the seven case studies, lenet5, "
+                      "alexnet_cifar, vgg11_bn_cifar, nin_cifar, googlenet_cifar, "
+                      "cifar_resnet20, cifar_resnet56)")
+  p.add_argument("--dataset", default="cifar10",
+                 help="cifar10 (cifar10_jpeg.npz in $CNN_JAX_DATA_DIR), digits, mnist or "
+                      "fashion_mnist")
+  p.add_argument("--budget", nargs=2, metavar=("epochs|minutes", "N"),
+                 help="per model and seed: N epochs, or about N minutes of training steps "
+                      "(default with --quick: epochs 2; required otherwise)")
+  p.add_argument("--seeds", type=int, default=1, help="runs per model, for mean ± std")
+  p.add_argument("--quick", action="store_true",
+                 help="train on 500 images, validate on 200 and test on 500 other training "
+                      "images; benchmark at batch 32")
+  p.add_argument("--workdir", default="runs/compare", metavar="DIR",
+                 help="runs, benchmarks, tables and plots; re-running skips finished runs")
+  p = command("features")
+  p.add_argument("--workdir", required=True, metavar="DIR",
+                 help="run directory of a classification train command")
+  p.add_argument("--image", required=True, metavar="FILE",
+                 help="an image file (PNG, JPEG, ...), resized to the run's input size")
+  p.add_argument("--out", default="feature_maps.png", help="the PNG to write")
+  p.add_argument("--checkpoint", default="best", metavar="best|latest|STEP",
+                 help="which checkpoint: the best, the latest or a step number")
   return parser
 
 
@@ -284,6 +314,25 @@ def run(argv: list[str]) -> int:
         peak_tflops=args.peak_tflops)
     if args.json:
       print(json.dumps(results, indent=2))
+    return 0
+  if args.command == "compare":
+    from cnn_jax.compare import DEFAULT_MODELS, compare
+    models = args.models.split(",") if args.models else DEFAULT_MODELS
+    result = compare([m.strip() for m in models if m.strip()], dataset=args.dataset,
+                     budget=args.budget, seeds=args.seeds, quick=args.quick,
+                     workdir=args.workdir)
+    with open(result["tables"]["md"]) as f:
+      print(f.read())
+    print(f"wrote {', '.join([*result['tables'].values(), *result['plots'].values()])}")
+    return 0
+  if args.command == "features":
+    from cnn_jax.figures.features import run_features
+    from cnn_jax.predict import read_image
+    from cnn_jax.train.session import load_run
+    session, state, step, _ = load_run(args.workdir, args.checkpoint)
+    image = read_image(args.image, session.data.image_shape)
+    title = f"{session.config.model.name} (step {step}): filters and feature maps"
+    print(f"wrote {run_features(session.task, state, image, args.out, title)}")
     return 0
   if args.command == "filters":
     from cnn_jax.basics.filters import filter_grid, load_image

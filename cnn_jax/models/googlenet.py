@@ -15,6 +15,12 @@ so ``params["inception3a"]["branch2_1"]["conv"]["kernel"]`` is
 batch-norm ``scale``/``bias`` are ``weight``/``bias`` and ``batch_stats`` ``mean``/``var``
 are ``running_mean``/``running_var``. The auxiliary heads flatten their 4x4 maps in
 channel-major (C, H, W) order like torch, so ``fc1.weight`` needs only the transpose.
+
+``googlenet_cifar`` (:class:`GoogLeNetCifar`) is the 32x32 layout of kuangliu/pytorch-cifar
+(``models/googlenet.py``): a single 3x3 conv (192 channels) as the stem, no pools before
+inception3 (which runs at 32x32), 3x3/2 max pools (padding 1) before inception4 and 5, and
+modules as in :data:`STAGES` whose "5x5" branch is two 3x3 convolutions, every conv with a
+bias and batch norm (eps 1e-5): 6,166,250 parameters for 10 classes, that project's count.
 """
 
 from typing import Any
@@ -73,16 +79,21 @@ class Inception(nn.Module):
   ch5x5: int
   pool_proj: int
   dtype: Any = jnp.float32
+  double_3x3: bool = False  # the "5x5" branch as two 3x3 convs (``branch3_2`` the second)
+  use_bias: bool = False
+  bn_epsilon: float = 1e-3
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     def conv(h, features, kernel, name):
-      return ConvBN(features, (kernel, kernel), padding=kernel // 2, bn_epsilon=1e-3,
-                    dtype=self.dtype, name=name)(h, train)
+      return ConvBN(features, (kernel, kernel), padding=kernel // 2, use_bias=self.use_bias,
+                    bn_epsilon=self.bn_epsilon, dtype=self.dtype, name=name)(h, train)
 
     b1 = conv(x, self.ch1x1, 1, "branch1")
     b2 = conv(conv(x, self.ch3x3red, 1, "branch2_0"), self.ch3x3, 3, "branch2_1")
     b3 = conv(conv(x, self.ch5x5red, 1, "branch3_0"), self.ch5x5, 3, "branch3_1")
+    if self.double_3x3:
+      b3 = conv(b3, self.ch5x5, 3, "branch3_2")
     b4 = nn.max_pool(x, (3, 3), (1, 1), padding=((1, 1), (1, 1)))
     b4 = conv(b4, self.pool_proj, 1, "branch4_1")
     return jnp.concatenate([b1, b2, b3, b4], axis=-1)
@@ -159,6 +170,41 @@ class GoogLeNet(nn.Module):
                              dropout_rate=self.dropout_rate)
 
 
+class GoogLeNetCifar(nn.Module):
+  """GoogLeNet for 32x32 images. ``[B, H, W, C] -> ([B, num_classes], features)``.
+
+  Features: ``stage1`` the stem ``[B, H, W, 192]``, ``stage2`` inception3b
+  ``[B, H, W, 480]``, ``stage3`` inception4e ``[B, H/2, W/2, 832]``, ``stage4`` inception5b
+  ``[B, H/4, W/4, 1024]`` and ``pre_logits`` ``[B, 1024]`` (global average pool).
+  """
+  num_classes: int = 10
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False):
+    if x.ndim != 4 or min(x.shape[1:3]) < 4:
+      raise ShapeError(f"googlenet_cifar takes images of shape [B, H, W, C] with H and W at "
+                       f"least 4, got {list(x.shape)}.")
+    pool = lambda y: nn.max_pool(y, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    x = ConvBN(192, (3, 3), padding=1, use_bias=True, dtype=self.dtype, name="stem")(
+        x.astype(self.dtype), train)
+    features = {"stage1": x}
+    for stage, modules in enumerate(STAGES, start=2):
+      if stage > 2:
+        x = pool(x)
+      for name, widths in modules.items():
+        x = Inception(*widths, dtype=self.dtype, double_3x3=True, use_bias=True, bn_epsilon=1e-5,
+                      name=name)(x, train)
+      features[f"stage{stage}"] = x
+    return pooled_classifier(x, features, self.num_classes, train=train, dtype=self.dtype,
+                             name="linear")
+
+
 @MODELS.register("googlenet", input_shape=(224, 224, 3))
 def googlenet(**kw) -> GoogLeNet:
   return GoogLeNet(**kw)
+
+
+@MODELS.register("googlenet_cifar", input_shape=(32, 32, 3))
+def googlenet_cifar(**kw) -> GoogLeNetCifar:
+  return GoogLeNetCifar(**kw)

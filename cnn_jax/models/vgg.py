@@ -15,6 +15,13 @@ for the full rule). The flatten follows torchvision's ``(C, H, W)`` order.
 
 Initialization follows torchvision: He-normal (fan-out) convolutions, N(0, 0.01) dense
 kernels, zero biases.
+
+The CIFAR variants ``vgg11_bn_cifar`` .. ``vgg19_bn_cifar`` (``head="linear"``) are the layout
+of kuangliu/pytorch-cifar (``models/vgg.py``): the same batch-normed convolutions, whose five
+pools take a 32x32 image to 1x1x512, then a single dense layer (no 4096-wide classifier).
+Parameter counts for 10 classes and RGB input, equal to that project's: VGG-11 9,231,114,
+VGG-13 9,416,010, VGG-16 14,728,266, VGG-19 20,040,522; it reports 92.64% CIFAR-10 test
+accuracy for VGG-16.
 """
 
 from typing import Any, Sequence
@@ -22,10 +29,10 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_jax.errors import ShapeError
+from cnn_jax.errors import ConfigError, ShapeError
 from cnn_jax.models import MODELS
 from cnn_jax.models.layers import (KAIMING_FAN_OUT, adaptive_avg_pool, batch_norm,
-                                    classifier_output, flatten_chw)
+                                    classifier_output, flatten_chw, pooled_classifier)
 
 
 STAGE_WIDTHS = (64, 128, 256, 512, 512)
@@ -35,17 +42,20 @@ class VGG(nn.Module):
   """VGG. ``[B, H, W, C] (H, W >= 32) -> ([B, num_classes], features)``.
 
   Features: ``stage1`` .. ``stage5`` (after each max pool) and ``pre_logits``
-  ``[B, dense_units]``.
+  ``[B, dense_units]`` (``[B, 512]`` with the linear head).
   """
   convs_per_stage: Sequence[int] = (2, 2, 3, 3, 3)  # VGG-16
   use_batch_norm: bool = False
   num_classes: int = 1000
   dense_units: int = 4096  # width of the two hidden classifier layers (often 512 on CIFAR)
   dropout_rate: float = 0.5
+  head: str = "mlp"  # "mlp": torchvision's 7x7 pool and 4096-4096 classifier; "linear": CIFAR's
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False):
+    if self.head not in ("mlp", "linear"):
+      raise ConfigError(f"VGG head must be 'mlp' or 'linear', got {self.head!r}.")
     if x.ndim != 4 or min(x.shape[1:3]) < 32:
       raise ShapeError(f"VGG takes images of shape [B, H, W, C] with H, W >= 32, "
                        f"got {list(x.shape)}.")
@@ -63,6 +73,9 @@ class VGG(nn.Module):
       x = nn.max_pool(x, (2, 2), (2, 2))
       index += 1
       features[f"stage{stage + 1}"] = x
+    if self.head == "linear":  # the final map is 1x1 for 32x32 input; larger ones are averaged
+      return pooled_classifier(x, features, self.num_classes, train=train, dtype=self.dtype,
+                               name="classifier")
     x = flatten_chw(adaptive_avg_pool(x, (7, 7)))
     dense = lambda f, i: nn.Dense(f, kernel_init=nn.initializers.normal(0.01), dtype=self.dtype,
                                   name=f"classifier_{i}")
@@ -112,3 +125,23 @@ def vgg16_bn(**kw) -> VGG:
 @MODELS.register("vgg19_bn", input_shape=(224, 224, 3))
 def vgg19_bn(**kw) -> VGG:
   return vgg19(use_batch_norm=True, **kw)
+
+
+@MODELS.register("vgg11_bn_cifar", input_shape=(32, 32, 3))
+def vgg11_bn_cifar(**kw) -> VGG:
+  return vgg11_bn(head="linear", num_classes=kw.pop("num_classes", 10), **kw)
+
+
+@MODELS.register("vgg13_bn_cifar", input_shape=(32, 32, 3))
+def vgg13_bn_cifar(**kw) -> VGG:
+  return vgg13_bn(head="linear", num_classes=kw.pop("num_classes", 10), **kw)
+
+
+@MODELS.register("vgg16_bn_cifar", input_shape=(32, 32, 3))
+def vgg16_bn_cifar(**kw) -> VGG:
+  return vgg16_bn(head="linear", num_classes=kw.pop("num_classes", 10), **kw)
+
+
+@MODELS.register("vgg19_bn_cifar", input_shape=(32, 32, 3))
+def vgg19_bn_cifar(**kw) -> VGG:
+  return vgg19_bn(head="linear", num_classes=kw.pop("num_classes", 10), **kw)
