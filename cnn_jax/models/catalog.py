@@ -1,7 +1,12 @@
 """The ``models`` command and each model's native input: every registered model with its
-input shape (``(H, W, C)`` for images, kept with its registration) and its parameter count."""
+input shape (``(H, W, C)`` for images, kept with its registration) and its parameter count;
+and the named parameter groups of each family (``stem``, ``stage1`` .. ``stageN``, ``head``),
+like timm's group matchers, for freezing and learning-rate rules
+(:mod:`cnn_jax.transfer.param_groups`)."""
 
+import fnmatch
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +36,42 @@ def input_shape(name: str, image_size: int | None = None,
     return native
   height, width, native_channels = native
   return (image_size or height, image_size or width, channels or native_channels)
+
+
+# Family (shell pattern over model names) -> (regex whose group 1 is the stage number of a
+# top-level module, shell patterns of the head's top-level modules). A top-level module in
+# neither is part of the stem.
+_GROUP_MATCHERS = (
+    ("simple_cnn", r"block(\d+)_", ("dense*", "output")),
+    ("resnet*", r"layer(\d+)_", ("fc",)),
+    ("cifar_resnet*", r"layer(\d+)_", ("fc",)),
+    ("vgg*", None, ("classifier_*",)),
+)
+
+
+def layer_groups(name: str, top_level: list[str]) -> dict[str, list[str]]:
+  """The named groups of model ``name`` over its top-level modules ``top_level`` (the keys of
+  its ``params``), input to output: ``{"stem": [...], "stage1": [...], ..., "head": [...]}``
+  (empty groups left out). A family without stage names (VGG) has ``stem`` (the whole
+  convolutional base) and ``head``; an unknown family has no groups."""
+  matcher = next((m for m in _GROUP_MATCHERS if fnmatch.fnmatch(name, m[0])), None)
+  if matcher is None:
+    return {}
+  _, stage_regex, head = matcher
+  groups: dict[str, list[str]] = {"stem": []}
+  stages: dict[int, list[str]] = {}
+  for module in top_level:
+    found = re.match(stage_regex, module) if stage_regex else None
+    if any(fnmatch.fnmatch(module, h) for h in head):
+      groups.setdefault("head", []).append(module)
+    elif found:
+      stages.setdefault(int(found.group(1)), []).append(module)
+    else:
+      groups["stem"].append(module)
+  head_modules = groups.pop("head", [])
+  groups.update({f"stage{k}": stages[k] for k in sorted(stages)})
+  groups["head"] = head_modules
+  return {k: v for k, v in groups.items() if v}
 
 
 def count_params(name: str, **options) -> int:

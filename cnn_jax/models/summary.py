@@ -20,11 +20,12 @@ Example::
 
 import dataclasses
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Collection, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
 from jax.extend import core
 
 from cnn_jax.basics.receptive_field import ReceptiveField, receptive_fields_of_jaxpr
@@ -60,6 +61,7 @@ class Summary:
   other_variables: dict[str, int]  # e.g. {"batch_stats": 53120}
   gflops: Optional[float]
   gmacs: float = 0.0
+  frozen_params: int = 0  # of total_params, those frozen (``optimizer.param_groups``)
 
 
 def _count(tree: Any) -> int:
@@ -83,7 +85,8 @@ def _multiply_adds(jaxpr: core.Jaxpr) -> int:
 
 
 def summarize(model: nn.Module, input_shape: tuple[int, ...], *, dtype: Any = jnp.float32,
-              compute_flops: bool = True) -> Summary:
+              compute_flops: bool = True,
+              frozen: Callable[[Any], Collection[tuple[str, ...]]] | None = None) -> Summary:
   """Summarizes ``model`` on inputs of shape ``input_shape`` (``[B, H, W, C]``).
 
   Args:
@@ -91,6 +94,9 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...], *, dtype: Any = jn
     input_shape: the input batch shape; MACs and FLOPs are divided by ``B``.
     dtype: the input dtype.
     compute_flops: compile the forward pass to count its FLOPs.
+    frozen: ``params -> paths of the frozen parameters`` (e.g.
+      :func:`cnn_jax.transfer.param_groups.frozen_paths` with a run's rules), to report
+      trainable and frozen counts.
   """
   x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
@@ -136,7 +142,13 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...], *, dtype: Any = jn
       model=type(model).__name__, input_shape=tuple(input_shape), rows=rows,
       total_params=_count(params),
       other_variables={k: _count(v) for k, v in variables.items() if k != "params"},
-      gflops=gflops, gmacs=_multiply_adds(closed.jaxpr) / input_shape[0] / 1e9)
+      gflops=gflops, gmacs=_multiply_adds(closed.jaxpr) / input_shape[0] / 1e9,
+      frozen_params=_frozen_count(params, frozen(params)) if frozen else 0)
+
+
+def _frozen_count(params, paths: Collection[tuple[str, ...]]) -> int:
+  flat = traverse_util.flatten_dict(params)
+  return sum(flat[p].size for p in paths)
 
 
 def _per_axis(values: tuple) -> str:
@@ -179,6 +191,9 @@ def format_summary(summary: Summary, max_depth: Optional[int] = None) -> str:
                  "'-' once the axis is flattened or pooled away")
   lines.append(f"Parameters: {summary.total_params:,} "
                f"({summary.total_params * 4 / 2**20:.1f} MiB as float32)")
+  if summary.frozen_params:
+    lines.append(f"Trainable: {summary.total_params - summary.frozen_params:,}, frozen: "
+                 f"{summary.frozen_params:,}")
   for collection, count in summary.other_variables.items():
     lines.append(f"Other variables ({collection}): {count:,}")
   if summary.gflops is not None:

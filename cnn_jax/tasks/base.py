@@ -25,6 +25,7 @@ import numpy as np
 from cnn_jax.errors import CnnJaxError, ConfigError
 from cnn_jax.registry import Registry
 from cnn_jax.train.state import Metrics, Network, TrainState
+from cnn_jax.transfer import param_groups
 
 TASKS = Registry("task")
 
@@ -162,17 +163,26 @@ class SupervisedTask(Task):
     raise NotImplementedError
 
   def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, Metrics]:
+    """One gradient step; with ``optimizer.param_groups`` freezing parts of the network only
+    the trainable parameters are differentiated and frozen batch norms run in inference mode
+    (:mod:`cnn_jax.transfer.param_groups`)."""
     key = state.step_key()
     batch = self.prepare_batch(key, batch, train=True)
     net = state.nets["net"]
+    frozen = param_groups.frozen_paths(net.params, self.config.optimizer.get("param_groups"),
+                                       self.config.model.name)
+    trainable, fixed = param_groups.split(net.params, frozen)
 
-    def loss_fn(params):
-      outputs, collections = net.apply(batch["input"], params=params, train=True,
-                                       rng=jax.random.fold_in(key, DROPOUT_STREAM))
+    def loss_fn(trainable):
+      params = param_groups.merge(trainable, fixed)
+      with param_groups.frozen_batch_norm(frozen):
+        outputs, collections = net.apply(batch["input"], params=params, train=True,
+                                         rng=jax.random.fold_in(key, DROPOUT_STREAM))
       loss, metrics = self.loss(outputs, batch, train=True)
       return loss.mean(), (loss, metrics, collections)
 
-    grads, (loss, metrics, collections) = jax.grad(loss_fn, has_aux=True)(net.params)
+    grads, (loss, metrics, collections) = jax.grad(loss_fn, has_aux=True)(trainable)
+    grads = param_groups.full_gradients(grads, fixed)
     state = state.replace(nets={**state.nets, "net": net.apply_gradients(grads, collections)})
     return state, {"loss": masked_sum(loss), **metrics}
 

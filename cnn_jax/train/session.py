@@ -21,6 +21,7 @@ from cnn_jax.train import optim, parallel
 from cnn_jax.train.checkpoint import Checkpoints
 from cnn_jax.train.evaluator import Evaluator
 from cnn_jax.train.state import TrainState, check_input_shape, create_train_state, zero_metrics
+from cnn_jax.transfer import param_groups
 
 # Metric names that get better as they fall (for ``train.best_mode="auto"``).
 _LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "fid", "distance")
@@ -86,8 +87,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None) -> Session:
   total_steps = per_epoch * tcfg.epochs
 
   def make_optimizer(section: ml_collections.ConfigDict):
-    schedule = optim.make_schedule(config.schedule, section.learning_rate, per_epoch, total_steps)
-    return optim.make_optimizer(section, schedule)
+    def build(lr_multiplier: float = 1.0):
+      schedule = optim.make_schedule(config.schedule, section.learning_rate * lr_multiplier,
+                                     per_epoch, total_steps)
+      return optim.make_optimizer(section, schedule)
+
+    if section.get("param_groups"):  # frozen parts and learning-rate multipliers
+      return param_groups.grouped_optimizer(section.param_groups, config.model.name, build)
+    return build()
 
   networks = task.build_networks(make_optimizer)
   for name, net in networks.items():
