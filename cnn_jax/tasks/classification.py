@@ -16,6 +16,7 @@ from cnn_jax import models
 from cnn_jax.errors import ConfigError
 from cnn_jax.metrics import classification as metrics_lib
 from cnn_jax.tasks.base import TASKS, SupervisedTask, masked_sum
+from cnn_jax.transfer.init_from import model_options
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
@@ -36,9 +37,10 @@ def binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def build_model(config, **fixed):
-  """``config.model.name`` with every other ``config.model`` key as a constructor option,
-  plus ``fixed`` options the task decides (e.g. ``num_classes``)."""
-  options = {k: v for k, v in config.model.items() if k != "name"}
+  """``config.model.name`` with every other ``config.model`` key (but ``init_from`` and its
+  options, see :mod:`cnn_jax.transfer.init_from`) as a constructor option, plus ``fixed``
+  options the task decides (e.g. ``num_classes``)."""
+  options = model_options(config.model)
   if "dtype" in options:
     options["dtype"] = jnp.dtype(options["dtype"])
   return models.create(config.model.name, **options, **fixed)

@@ -25,8 +25,9 @@ from cnn_jax.tasks.base import means
 from cnn_jax.train import parallel, workdir as workdir_lib
 from cnn_jax.train.checkpoint import Checkpoints
 from cnn_jax.train.logging import MetricsLog, Progress, read_history
-from cnn_jax.train.session import Session, checkpoints_for, setup
+from cnn_jax.train.session import Session, checkpoints_for, load_run, setup
 from cnn_jax.train.state import TrainState
+from cnn_jax.transfer import init_from
 
 
 def make_train_step(task):
@@ -126,6 +127,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str,
   restored = checkpoints.restore(state)
   if restored is not None:
     state, data_state, _, _ = restored
+  elif config.model.get("init_from"):  # a fresh run starts from other weights; resume wins
+    state = jax.device_put(init_from.initialize(state, config, load_run),
+                           parallel.replicated(mesh))
   start_step = int(state.step)
 
   if tcfg.get("on_device_data"):  # the whole split resident on the device(s)
