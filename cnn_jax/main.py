@@ -13,6 +13,7 @@ Commands (``python -m cnn_jax COMMAND --help`` lists each one's options and defa
 * ``models [PATTERN]``
 * ``summary MODEL [--input-size N] [--channels C]``
 * ``filters [--image FILE] [--padding zeros|replicate|reflect] [--out PNG]``
+* ``study transfer --workdir DIR [--variant digits] [--no-progress]``
 * ``bench --models a,b [--batch-size N] [--image-size S] [--mode train|infer] [--seconds T]
   [--json | --out FILE]``
 * ``compare [--models a,b] [--budget epochs|minutes N] [--dataset cifar10] [--seeds K]
@@ -74,10 +75,11 @@ COMMAND_HELP = {
     "filters": "apply the classic 3x3 filters (blur, sharpen, edges) to a photo: a PNG grid",
     "bench": "time train or inference steps on synthetic data: a table, or JSON",
     "sample": "draw a grid of samples (or translations) from a trained GAN or CycleGAN",
-    "search": "hyperparameter search over the experiment's get_search_space() with optuna",
-    "search-report": "a search's trial table, plots and best experiment file",
+    "study": "run a multi-run study: 'transfer' = the five-step cats-vs-dogs transfer study",
     "compare": "train and measure models under one budget: a table (md, JSON, CSV) and plots",
     "features": "draw a trained classifier's first-layer filters and an image's feature maps",
+    "search": "hyperparameter search over the experiment's get_search_space() with optuna",
+    "search-report": "a search's trial table, plots and best experiment file",
 }
 _NAME_WIDTH = max(map(len, COMMAND_HELP)) + 2
 
@@ -142,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--checkpoint", default="best", metavar="best|latest|STEP",
                  help="which checkpoint: the best, the latest or a step number")
   p.add_argument("--seed", type=int, help="noise seed (default: the run's seed)")
+  p = command("study")
+  p.add_argument("study", choices=("transfer",), help="which study")
+  p.add_argument("--workdir", required=True, metavar="DIR",
+                 help="one run directory per step under it, plus study.md/.json/.png")
+  p.add_argument("--variant", default="", choices=("", "digits"),
+                 help="'' the CIFAR-10 study; 'digits' a seconds-long version on digits")
+  p.add_argument("--no-progress", action="store_true",
+                 help="no progress bars (train.progress=false in every run), e.g. for logs")
   p = command("search", OVERRIDES_EPILOG)
   p.add_argument("--config", required=True, metavar="FILE",
                  help="experiment file defining get_config() and get_search_space(), e.g. "
@@ -264,6 +274,7 @@ def run(argv: list[str]) -> int:
     return 0
   if args.command == "eval":
     from cnn_jax.evaluate.run import evaluate_run
+    from cnn_jax.transfer import features  # noqa: F401  (registers feature_classification)
     results = evaluate_run(args.workdir, checkpoint=args.checkpoint, split=args.split)
     print(f"{args.split} (step {results['checkpoint_step']}): {results['summary']}  "
           f"wrote {results['json_path']}")
@@ -275,6 +286,11 @@ def run(argv: list[str]) -> int:
   if args.command == "sample":
     from cnn_jax.sample import sample
     print(f"wrote {sample(args.workdir, args.num, args.out, args.checkpoint, args.seed)}")
+    return 0
+  if args.command == "study":
+    from cnn_jax.transfer.study import run_study
+    run_study(args.workdir, args.variant, progress=not args.no_progress)
+    print(f"wrote {os.path.join(args.workdir, 'study.md')} (and study.json, study.png)")
     return 0
   if args.command == "search":
     from cnn_jax.search.report import write_report

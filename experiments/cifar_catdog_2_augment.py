@@ -1,0 +1,16 @@
+"""Transfer-learning study on CIFAR-10 cats vs dogs, step 2: as step 1, with augmentation
+(horizontal flips, 4-pixel reflected translations).
+
+Paths to the other runs assume the study's layout under runs/transfer (``python -m cnn_jax
+study transfer --workdir DIR`` sets them for DIR). ``:digits`` is the seconds-long version
+(digits 8 vs 9). See cnn_jax/transfer/study.py.
+
+  CNN_JAX_DATA_DIR=../shared/data python -m cnn_jax train \\
+      --config experiments/cifar_catdog_2_augment.py --workdir runs/transfer/2_augment
+"""
+
+from cnn_jax.transfer.study import step_config
+
+
+def get_config(variant: str = ""):
+  return step_config("2_augment", variant)
