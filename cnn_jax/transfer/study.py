@@ -233,7 +233,7 @@ def plot_study(rows: list[dict], path: str, title: str) -> str:
   ax.set_ylim(0.5, 1.0)
   ax.set_ylabel("accuracy")
   ax.set_title(title)
-  ax.legend(loc="lower right", fontsize=8)
+  ax.legend(loc="upper left", fontsize=8)
   ax.grid(axis="y", alpha=0.3)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
