@@ -55,7 +55,7 @@ CIFAR10 = {"name": "cifar10_jpeg", "file": "cifar10_jpeg.npz", "data_dir": "", "
 # benchmarks at a smaller batch (a CPU needs seconds per step of the larger models).
 QUICK_SPLITS = {"train_subset": 500, "val_fraction": 200, "test_fraction": 500}
 QUICK_BENCH_BATCH_SIZE = 32
-QUICK_BUDGET = ("epochs", 2)
+QUICK_BUDGET = ("epochs", 1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "fashion_mnist")
   p.add_argument("--budget", nargs=2, metavar=("epochs|minutes", "N"),
                  help="per model and seed: N epochs, or about N minutes of training steps "
-                      "(default with --quick: epochs 2; required otherwise)")
+                      "(default with --quick: epochs 1; required otherwise)")
   p.add_argument("--seeds", type=int, default=1, help="runs per model, for mean ± std")
   p.add_argument("--quick", action="store_true",
                  help="train on 500 images, validate on 200 and test on 500 other training "

@@ -3,8 +3,9 @@
 ``python -m cnn_jax features --workdir W --image FILE --out maps.png`` draws one PNG: the
 input image and the first convolution's filters as a grid (RGB when the input has three
 channels, each filter stretched to the full range on its own), then, for every stage the
-model reports in its features dict (``stage1``, ``stage2``, ...), the maps of the most
-active channels of that input (each map stretched on its own, brighter = stronger).
+model reports in its features dict (``stage1``, ``stage2``, ...; 1x1 maps are left out),
+the maps of the most active channels of that input (each map stretched on its own,
+brighter = stronger).
 """
 
 import math
@@ -67,8 +68,8 @@ def plot_features(image: np.ndarray, kernel: np.ndarray, stages: dict[str, np.nd
   grid_cols = math.isqrt(len(filters) - 1) + 1  # a square-ish grid
   columns = max(MAPS_PER_STAGE // 2, 1 + grid_cols)
   rows = 1 + 2 * len(stages)  # every stage's maps in two rows of MAPS_PER_STAGE / 2
-  fig = _new_figure(1.1 * columns, 1.1 * rows + 0.6)
-  grid = fig.add_gridspec(rows, columns)
+  fig = _new_figure(1.1 * columns, 1.1 * (rows + 1) + 0.6)
+  grid = fig.add_gridspec(rows, columns, height_ratios=[2] + [1] * (rows - 1))
   ax = fig.add_subplot(grid[0, 0])
   ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
   ax.set_title("input", fontsize=8)
@@ -123,7 +124,8 @@ def run_features(task: Any, state: Any, image: np.ndarray, path: str, title: str
     raise CnnJaxError("the run's network returns no features dict; features needs a model of "
                       "the zoo (logits, features).")
   stages = {k: np.asarray(v[0], np.float32) for k, v in sorted(outputs[1].items())
-            if k.startswith("stage") and getattr(v, "ndim", 0) == 4}
+            if k.startswith("stage") and getattr(v, "ndim", 0) == 4
+            and v.shape[1] * v.shape[2] > 1}  # a 1x1 map has nothing to show
   if not stages:
     raise CnnJaxError("the network reports no stage feature maps (features['stage1'], ...).")
   return plot_features(image, first_conv_kernel(net.params), stages, path, title)
