@@ -1,7 +1,7 @@
 """Hyperparameter search: spaces checked like overrides; a search end to end (table, plots,
 best experiment file, a pruned trial that says so) whose trials, differing only in learning
-rate and weight decay, compile the train step once; SIGKILL mid-search and rerun (the
-running trial continues from its checkpoint); two workers on one study, no duplicates."""
+rate and weight decay, compile the train step once; SIGKILL mid-search, then two workers
+finish the study (the running trial continues from its checkpoint, none runs twice)."""
 
 import csv
 import json
@@ -21,7 +21,7 @@ from cnn_jax import config as config_lib
 from cnn_jax.errors import ConfigError
 from cnn_jax.search import space as space_lib
 from cnn_jax.search.report import write_report
-from cnn_jax.search.study import run_search, trial_dir
+from cnn_jax.search.study import load_study, run_search, trial_dir
 
 SEARCH_CI = os.path.join(REPO, "experiments", "digits_search.py:ci")
 # A small, fast experiment: the CI search config on 512 training images.
@@ -144,15 +144,10 @@ def test_pruned_trial_workdir_says_it_was_pruned(lr_search):
   assert [r["epoch"] for r in _history(trial_dir(study_dir, 1))] == [1]
 
 
-def _study_trials(study_dir: str, storage: str | None = None):
-  from cnn_jax.search.study import load_study
-  return load_study(study_dir, storage)[0].trials
-
-
-def test_sigkill_mid_search_then_rerun_continues_the_running_trial(tmp_path):
+def test_sigkill_mid_search_then_two_workers_finish_it_without_duplicates(tmp_path):
   path, study_dir = _experiment(str(tmp_path), DROPOUT), str(tmp_path / "study")
   args = ["search", "--config", path, "--study-dir", study_dir, "--sampler", "random",
-          "--trials", "1", "--config.train.checkpoint_every_steps=2"]
+          "--trials", "2", "--storage", "journal", "--config.train.checkpoint_every_steps=2"]
   proc = subprocess.Popen([sys.executable, "-m", "cnn_jax", *args], cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   checkpoints, deadline, killed = os.path.join(trial_dir(study_dir, 0), "checkpoints"), \
@@ -165,25 +160,15 @@ def test_sigkill_mid_search_then_rerun_continues_the_running_trial(tmp_path):
     time.sleep(0.02)
   proc.wait()
   assert killed, "the search finished before it could be killed"
-  done = run_cli(*args)
-  assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-  trials = _study_trials(study_dir)
-  assert [(t.number, t.state.name) for t in trials] == [(0, "COMPLETE")]
-  assert trials[0].user_attrs["resumed_from"] > 0  # continued from its checkpoint
-  assert [r["epoch"] for r in _history(trial_dir(study_dir, 0))] == [1, 2]
-  assert os.listdir(os.path.join(study_dir, "trials")) == ["0000"]
-
-
-def test_two_workers_run_each_trial_once(tmp_path):
-  path, study_dir = _experiment(str(tmp_path), DROPOUT), str(tmp_path / "study")
-  done = run_cli("search", "--config", path, "--study-dir", study_dir, "--sampler", "random",
-                 "--trials", "2", "--workers", "2", "--storage", "journal")
+  done = run_cli(*args, "--workers", "2")
   assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
   ran = [int(line.split(" ran ")[1].split()[0]) for line in done.stdout.splitlines()
          if " ran " in line]
-  assert len(ran) == 2 and sum(ran) == 2
-  trials = _study_trials(study_dir, "journal")
-  assert sorted(t.number for t in trials) == [0, 1]
-  assert all(t.state.name == "COMPLETE" and t.user_attrs["resumed_from"] == 0 for t in trials)
+  assert len(ran) == 2 and sum(ran) == 2  # two processes, each trial run by one of them
+  trials = load_study(study_dir)[0].trials
+  assert [(t.number, t.state.name) for t in trials] == [(0, "COMPLETE"), (1, "COMPLETE")]
+  assert trials[0].user_attrs["resumed_from"] > 0  # continued from its checkpoint
+  assert trials[1].user_attrs["resumed_from"] == 0
   for t in trials:
     assert [r["epoch"] for r in _history(trial_dir(study_dir, t.number))] == [1, 2]
+  assert sorted(os.listdir(os.path.join(study_dir, "trials"))) == ["0000", "0001"]
