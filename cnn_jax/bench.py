@@ -134,7 +134,7 @@ def _task_and_init(model_name: str, dtype: str, num_classes: int, shape: tuple[i
   init, _ = session.state_initializer(task, networks, 0,
                                       session.train_batch_spec(data.splits["train"], 1))
   mesh = parallel.make_mesh(num_devices)
-  return task, jax.jit(init, out_shardings=parallel.replicated(mesh))
+  return task, session.jit_initializer(init, mesh)
 
 
 def jitted_step(task: Task, mode: str, mesh, donate: bool) -> Callable:
