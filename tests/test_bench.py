@@ -93,3 +93,9 @@ def test_budget_sizes_steps_and_row_shows_numbers():
   assert bench.format_row({**result, "gflops_per_step": None, "mfu": None}, 8).split()[-2:] == [
       "-", "-"]
   assert len(bench.table_header(8)) == len(row)
+
+
+def test_known_peaks_follow_the_card_and_the_dtype():
+  h100 = types.SimpleNamespace(device_kind="NVIDIA H100 80GB HBM3")
+  assert bench.known_peak_tflops(h100, "bfloat16") > bench.known_peak_tflops(h100, "float32")
+  assert bench.known_peak_tflops(types.SimpleNamespace(device_kind="cpu")) is None

@@ -51,3 +51,27 @@ def test_batch_size_must_divide_devices():
   from cnn_jax.errors import ConfigError
   with pytest.raises(ConfigError, match="divisible"):
     parallel.check_batch_size(30, parallel.make_mesh(8))
+
+
+def _label_batches(num_steps: int = 7):
+  from cnn_jax.data import pipeline
+  arrays = {"image": np.arange(20, dtype=np.float32).reshape(10, 2),
+            "label": np.arange(10, dtype=np.int32)}
+  return iter(pipeline.train_batches(arrays, batch_size=4, seed=0, num_steps=num_steps))
+
+
+def test_device_prefetch_keeps_order_and_resume_state():
+  from cnn_jax.errors import ConfigError
+  mesh = parallel.make_mesh(1)
+  plain = [np.asarray(b["label"]) for b in _label_batches()]
+  prefetched = parallel.DevicePrefetch(_label_batches(), mesh, size=3)
+  first = [np.asarray(next(prefetched)["label"]) for _ in range(3)]
+  state = prefetched.get_state()  # after the third batch, not after the ones fetched ahead
+  rest = [np.asarray(b["label"]) for b in prefetched]
+  np.testing.assert_array_equal(np.stack(first + rest), np.stack(plain))
+  resumed = parallel.DevicePrefetch(_label_batches(), mesh, size=2)
+  resumed.set_state(state)
+  np.testing.assert_array_equal(np.stack([np.asarray(b["label"]) for b in resumed]),
+                                np.stack(plain[3:]))
+  with pytest.raises(ConfigError, match="size >= 1"):
+    parallel.DevicePrefetch(_label_batches(), mesh, size=0)

@@ -135,13 +135,11 @@ def fit(config: ml_collections.ConfigDict, workdir: str,
   if tcfg.get("on_device_data"):  # the whole split resident on the device(s)
     train_iter = DeviceBatches(data.splits["train"], batch_size=tcfg.batch_size,
                                seed=config.seed, mesh=mesh)
-    to_device = lambda batch: batch  # noqa: E731  (already sharded)
-  else:
-    train_iter = iter(pipeline.train_batches(
+  else:  # host batches, sharded onto the device(s) one step ahead of use
+    train_iter = parallel.DevicePrefetch(iter(pipeline.train_batches(
         data.splits["train"], batch_size=tcfg.batch_size, seed=config.seed,
         num_steps=total_steps, process_index=jax.process_index(),
-        process_count=jax.process_count()))
-    to_device = lambda batch: parallel.shard_batch(batch, mesh)  # noqa: E731
+        process_count=jax.process_count())), mesh)
   train_iter.set_state(data_state)
   session, state, train_step = (step_cache or StepCache()).share(session, state)
 
@@ -157,7 +155,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str,
   epoch_start = time.perf_counter()
   try:
     for step in range(start_step + 1, total_steps + 1):
-      state = train_step(state, to_device(next(train_iter)))
+      state = train_step(state, next(train_iter))
       show = step % tcfg.log_every_steps == 0
       progress.update(step, tcfg.batch_size,
                       task.progress_metrics(means(state.totals)) if show else None)
