@@ -39,7 +39,7 @@ from cnn_jax import config as config_lib
 from cnn_jax.data.augment import augment_config
 from cnn_jax.data.presets import dataset_preset
 from cnn_jax.errors import CnnJaxError, ConfigError
-from cnn_jax.figures.classification import _new_figure, _save
+from cnn_jax.figures.classification import new_figure, save_figure
 from cnn_jax.models import create
 
 DEFAULT_MODELS = ("lenet5", "alexnet_cifar", "vgg11_bn_cifar", "nin_cifar", "googlenet_cifar",
@@ -301,7 +301,7 @@ def plot_accuracy(rows: list[dict], path: str, x_key: str, x_label: str, log_x: 
                   title: str) -> str:
   """Test accuracy (mean, with ± std bars over seeds) against ``x_key``, one labelled point
   per model."""
-  fig = _new_figure(6.4, 4.6)
+  fig = new_figure(6.4, 4.6)
   ax = fig.subplots()
   shown = [r for r in rows if r["test_accuracy_mean"] is not None and r[x_key]]
   for r in shown:
@@ -316,7 +316,7 @@ def plot_accuracy(rows: list[dict], path: str, x_key: str, x_label: str, log_x: 
   ax.set_ylabel("test accuracy (%)")
   ax.set_title(title)
   ax.grid(True, alpha=0.3, which="both")
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def compare(models: list[str], *, dataset: str = "cifar10", budget=None,

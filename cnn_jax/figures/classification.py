@@ -24,13 +24,15 @@ MAX_ANNOTATED_CLASSES = 20
 MAX_LEGEND_CLASSES = 10
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+  """A ``width x height``-inch figure drawn off screen (no display needed)."""
   fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
   FigureCanvasAgg(fig)
   return fig
 
 
-def _save(fig: Figure, path: str) -> str:
+def save_figure(fig: Figure, path: str) -> str:
+  """Writes ``fig`` as a PNG at ``path`` (creating its folder); returns ``path``."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=DPI)
   return path
@@ -66,7 +68,7 @@ def plot_confusion_matrix(confusion, path: str, *, class_names: Sequence[str] | 
   rows = cm.sum(axis=1, keepdims=True)
   normalized = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
   side = min(max(4.5, 0.42 * k + 2), 12)
-  fig = _new_figure(2 * side + 1, side)
+  fig = new_figure(2 * side + 1, side)
   fig.get_layout_engine().set(h_pad=0.1)  # room for the descenders of "predicted"
   annotate = k <= MAX_ANNOTATED_CLASSES
   step = max(1, math.ceil(k / 100))  # a 12-inch side fits 100 labels in 5-point type
@@ -93,7 +95,7 @@ def plot_confusion_matrix(confusion, path: str, *, class_names: Sequence[str] | 
             ax.text(p, t, text, ha="center", va="center", fontsize=fontsize,
                     color="white" if data[t, p] > threshold else "black")
   fig.suptitle(title or _titled("Confusion matrix", dataset))
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def _curve_sets(curves: dict) -> tuple[dict[str, dict], str]:
@@ -128,7 +130,7 @@ def _plot_curve_family(curves: dict, path: str, kind: str, title: str | None,
                        dataset: str | None, operating_point: dict | None) -> str:
   per_class, legend_title = _curve_sets(curves)
   many = len(per_class) > MAX_LEGEND_CLASSES
-  fig = _new_figure(6, 5.5)
+  fig = new_figure(6, 5.5)
   ax = fig.add_subplot(1, 1, 1)
   for name, c in per_class.items():
     if kind == "roc":
@@ -161,7 +163,7 @@ def _plot_curve_family(curves: dict, path: str, kind: str, title: str | None,
   default = (("ROC curve" if kind == "roc" else "Precision-recall curve")
              + ("s, one vs rest" if len(per_class) > 1 else ""))
   ax.set_title(title or _titled(default, dataset))
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def plot_roc(curves: dict, path: str, *, title: str | None = None, dataset: str | None = None,
@@ -200,7 +202,7 @@ def plot_per_class(per_class: dict, path: str, *, class_names: Sequence[str] | N
   support = per_class["support"]
   k = len(precision)
   names = _names(class_names, k)
-  fig = _new_figure(7, min(0.4 * k, 4 + 0.14 * k) + 1.2)  # 100 classes: 19 inches
+  fig = new_figure(7, min(0.4 * k, 4 + 0.14 * k) + 1.2)  # 100 classes: 19 inches
   ax = fig.add_subplot(1, 1, 1)
   y = np.arange(k)
   ax.barh(y - 0.2, precision, height=0.4, color=TRAIN_COLOR, label="precision")
@@ -218,7 +220,7 @@ def plot_per_class(per_class: dict, path: str, *, class_names: Sequence[str] | N
   ax.grid(axis="x", alpha=0.3)
   ax.legend(loc="lower left", bbox_to_anchor=(0, 1), ncols=2, fontsize=8, frameon=False)
   ax.set_title(title or _titled("Precision and recall per class", dataset), loc="right")
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def plot_image_grid(images, captions: Sequence[str], path: str, *, title: str,
@@ -244,7 +246,7 @@ def plot_image_grid(images, captions: Sequence[str], path: str, *, title: str,
     captions = [c.replace(" / ", " /\n") for c in captions]
   cols = min(cols, max(1, len(images)))
   rows = max(1, math.ceil(len(images) / cols))
-  fig = _new_figure(max(4.0, 1.9 * cols), 2.05 * rows + 0.4 if len(images) else 0.6)
+  fig = new_figure(max(4.0, 1.9 * cols), 2.05 * rows + 0.4 if len(images) else 0.6)
   for i, (image, caption) in enumerate(zip(images, captions)):
     ax = fig.add_subplot(rows, cols, i + 1)
     ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0,
@@ -252,7 +254,7 @@ def plot_image_grid(images, captions: Sequence[str], path: str, *, title: str,
     ax.set_title(caption, fontsize=8, color=caption_color)
     ax.set_axis_off()
   fig.suptitle(title, fontsize=10)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def plot_misclassified(images, labels, predictions, path: str, *,

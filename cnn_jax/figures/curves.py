@@ -3,7 +3,7 @@ the best epoch by the run's primary metric marked."""
 
 import math
 
-from cnn_jax.figures.classification import TRAIN_COLOR, VAL_COLOR, _new_figure, _save
+from cnn_jax.figures.classification import TRAIN_COLOR, VAL_COLOR, new_figure, save_figure
 
 MAX_PANELS = 4
 
@@ -34,7 +34,7 @@ def plot_learning_curves(history: list[dict], path: str, *,
     title: figure title.
   """
   names = _metric_names(history, primary[0]) or ["loss"]
-  fig = _new_figure(4.6 * len(names), 3.8)
+  fig = new_figure(4.6 * len(names), 3.8)
   scored = [(r[primary[0]], r["epoch"]) for r in history
             if isinstance(r.get(primary[0]), (int, float)) and math.isfinite(r[primary[0]])]
   best = None
@@ -58,4 +58,4 @@ def plot_learning_curves(history: list[dict], path: str, *,
       ax.legend(fontsize=8)
   if title:
     fig.suptitle(title)
-  return _save(fig, path)
+  return save_figure(fig, path)

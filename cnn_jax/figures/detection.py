@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.patches import Rectangle
 
 from cnn_jax.errors import ShapeError
-from cnn_jax.figures.classification import _names, _new_figure, _save
+from cnn_jax.figures.classification import _names, new_figure, save_figure
 
 GROUND_TRUTH_COLOR = "white"
 LABEL_MARGIN = 0.1  # fraction of the height a prediction's label needs above its box
@@ -66,7 +66,7 @@ def plot_detections(images, predictions: dict, path: str, *, boxes=None, classes
   n, height, width = images.shape[:3]
   cols = min(cols, max(1, n))
   rows = max(1, math.ceil(n / cols))
-  fig = _new_figure(max(4.0, 2.6 * cols), 2.7 * rows + 0.5)
+  fig = new_figure(max(4.0, 2.6 * cols), 2.7 * rows + 0.5)
   fontsize = 7
   for i in range(n):
     ax = fig.add_subplot(rows, cols, i + 1)
@@ -99,4 +99,4 @@ def plot_detections(images, predictions: dict, path: str, *, boxes=None, classes
   legend = f"solid: predictions (score >= {score_threshold:g})"
   fig.suptitle((f"{title}\n" if title else "") + legend +
                (", dashed: ground truth" if truth else ""), fontsize=9)
-  return _save(fig, path)
+  return save_figure(fig, path)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from cnn_jax.errors import CnnJaxError
-from cnn_jax.figures.classification import _new_figure, _save
+from cnn_jax.figures.classification import new_figure, save_figure
 
 MAX_FILTERS = 64
 MAPS_PER_STAGE = 16
@@ -68,7 +68,7 @@ def plot_features(image: np.ndarray, kernel: np.ndarray, stages: dict[str, np.nd
   grid_cols = math.isqrt(len(filters) - 1) + 1  # a square-ish grid
   columns = max(MAPS_PER_STAGE // 2, 1 + grid_cols)
   rows = 1 + 2 * len(stages)  # every stage's maps in two rows of MAPS_PER_STAGE / 2
-  fig = _new_figure(1.1 * columns, 1.1 * (rows + 1) + 0.6)
+  fig = new_figure(1.1 * columns, 1.1 * (rows + 1) + 0.6)
   grid = fig.add_gridspec(rows, columns, height_ratios=[2] + [1] * (rows - 1))
   ax = fig.add_subplot(grid[0, 0])
   ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
@@ -89,7 +89,7 @@ def plot_features(image: np.ndarray, kernel: np.ndarray, stages: dict[str, np.nd
                    fontsize=6, loc="left")
       ax.axis("off")
   fig.suptitle(title, fontsize=10)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def _tile(images: np.ndarray, columns: int, gap: int = 1) -> np.ndarray:

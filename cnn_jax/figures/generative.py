@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib import colormaps
 
 from cnn_jax.errors import ShapeError
-from cnn_jax.figures.classification import _new_figure, _save
+from cnn_jax.figures.classification import new_figure, save_figure
 
 THRESHOLD_COLORS = ("black", "#9467bd", "#8c564b", "#e377c2")
 GAP_COLOR = (0.45, 0.6, 0.8)  # between tiles
@@ -73,14 +73,14 @@ def plot_image_rows(rows: Sequence[tuple[str, np.ndarray]], path: str, *,
   if len({b.shape[1:3] for b in batches}) != 1:
     raise ShapeError(f"rows must share H and W, got {[list(b.shape) for b in batches]}")
   cols = max(len(b) for b in batches)
-  fig = _new_figure(max(4.0, 0.8 * cols + 1.2), 0.85 * len(rows) + (0.5 if title else 0.2))
+  fig = new_figure(max(4.0, 0.8 * cols + 1.2), 0.85 * len(rows) + (0.5 if title else 0.2))
   for i, ((name, _), batch) in enumerate(zip(rows, batches)):
     ax = fig.add_subplot(len(rows), 1, i + 1)
     _show(ax, tile_images(batch, cols))
     ax.set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
   if title:
     fig.suptitle(title, fontsize=10)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def plot_sample_grid(images: np.ndarray, path: str, *, cols: int | None = None,
@@ -93,12 +93,12 @@ def plot_sample_grid(images: np.ndarray, path: str, *, cols: int | None = None,
   cols = cols or math.ceil(math.sqrt(len(images)))
   tiled = tile_images(images, cols)
   scale = 6.0 / max(tiled.shape[:2])
-  fig = _new_figure(max(2.0, tiled.shape[1] * scale),
+  fig = new_figure(max(2.0, tiled.shape[1] * scale),
                     tiled.shape[0] * scale + (0.4 if title else 0.0))
   _show(fig.add_subplot(1, 1, 1), tiled)
   if title:
     fig.suptitle(title, fontsize=10)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def plot_latent_pca(latents: np.ndarray, path: str, *, labels: np.ndarray | None = None,
@@ -116,7 +116,7 @@ def plot_latent_pca(latents: np.ndarray, path: str, *, labels: np.ndarray | None
     raise ShapeError(f"latents must be [N, D] with N >= 2 and D >= 2, got {list(latents.shape)}")
   pca = PCA(n_components=2)
   points = pca.fit_transform(latents)
-  fig = _new_figure(6.0, 5.0)
+  fig = new_figure(6.0, 5.0)
   ax = fig.add_subplot(1, 1, 1)
   if labels is None:
     ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.6, color="#1f77b4", linewidths=0)
@@ -139,7 +139,7 @@ def plot_latent_pca(latents: np.ndarray, path: str, *, labels: np.ndarray | None
   ax.set_ylabel(f"PC 2 ({share[1]:.0%} of variance)")
   ax.set_title(title or f"Latent space ({latents.shape[1]}-d) of {len(points)} examples, PCA",
                fontsize=10)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def plot_score_histogram(normal_scores: np.ndarray, anomalous_scores: np.ndarray, path: str,
@@ -153,7 +153,7 @@ def plot_score_histogram(normal_scores: np.ndarray, anomalous_scores: np.ndarray
   if not len(normal) and not len(anomalous):
     raise ShapeError("plot_score_histogram needs at least one score")
   edges = np.histogram_bin_edges(np.concatenate([normal, anomalous]), bins=bins)
-  fig = _new_figure(6.5, 4.0)
+  fig = new_figure(6.5, 4.0)
   ax = fig.add_subplot(1, 1, 1)
   for scores, name, color in ((normal, "normal", "#1f77b4"), (anomalous, "anomalous", "#d62728")):
     if len(scores):  # each group as shares of itself: a small normal class stays visible
@@ -167,4 +167,4 @@ def plot_score_histogram(normal_scores: np.ndarray, anomalous_scores: np.ndarray
   ax.set_ylabel("share of the group")
   ax.legend(fontsize=8)
   ax.set_title(title or f"{xlabel.capitalize()}: normal vs anomalous", fontsize=10)
-  return _save(fig, path)
+  return save_figure(fig, path)

@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.patches import Patch, Rectangle
 
 from cnn_jax.errors import ShapeError
-from cnn_jax.figures.classification import _names, _new_figure, _save
+from cnn_jax.figures.classification import _names, new_figure, save_figure
 
 BACKGROUND_RGB = (0.0, 0.0, 0.0)
 IGNORE_RGB = (1.0, 1.0, 1.0)
@@ -83,7 +83,7 @@ def plot_segmentation_examples(images, masks, path: str, *, predictions=None,
   if predictions is not None:
     columns.append(("prediction", np.asarray(predictions)))
   n = len(images)
-  fig = _new_figure(2.2 * len(columns) + 1.6, 2.2 * n + 0.4)
+  fig = new_figure(2.2 * len(columns) + 1.6, 2.2 * n + 0.4)
   axes = fig.subplots(n, len(columns), squeeze=False)
   height, width = images.shape[1:3]
   for i in range(n):
@@ -108,7 +108,7 @@ def plot_segmentation_examples(images, masks, path: str, *, predictions=None,
              loc="outside right center", fontsize="small")
   if title:
     fig.suptitle(title)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def plot_class_iou(iou, path: str, *, class_names: Sequence[str] | None = None,
@@ -127,7 +127,7 @@ def plot_class_iou(iou, path: str, *, class_names: Sequence[str] | None = None,
   present = np.isfinite(iou)
   if mean_iou is None:
     mean_iou = float(iou[present].mean()) if present.any() else float("nan")
-  fig = _new_figure(6, 0.35 * len(iou) + 1.2)
+  fig = new_figure(6, 0.35 * len(iou) + 1.2)
   ax = fig.subplots()
   rows = np.arange(len(iou))
   ax.barh(rows, np.where(present, iou, 0.0), color=class_colours(len(iou)).clip(0.15))
@@ -143,4 +143,4 @@ def plot_class_iou(iou, path: str, *, class_names: Sequence[str] | None = None,
   ax.set_xlabel("IoU")
   ax.grid(axis="x", alpha=0.3)
   ax.set_title(title or "Per-class IoU")
-  return _save(fig, path)
+  return save_figure(fig, path)

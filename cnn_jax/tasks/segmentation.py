@@ -172,10 +172,10 @@ def _plot_prediction(image: np.ndarray, prediction: np.ndarray, path: str,
   the predicted classes and their share of the pixels."""
   from matplotlib.patches import Patch
 
-  from cnn_jax.figures.classification import _new_figure, _save
+  from cnn_jax.figures.classification import new_figure, save_figure
   from cnn_jax.figures.segmentation import class_colours, overlay
   k = len(class_names)
-  fig = _new_figure(7.0, 3.4)
+  fig = new_figure(7.0, 3.4)
   axes = fig.subplots(1, 2)
   panels = (("image", np.squeeze(image)), ("prediction", overlay(image, prediction, k)))
   for ax, (label, shown) in zip(axes, panels):
@@ -190,4 +190,4 @@ def _plot_prediction(image: np.ndarray, prediction: np.ndarray, path: str,
   if handles:
     fig.legend(handles=handles, loc="outside right center", fontsize="small")
   fig.suptitle(title)
-  return _save(fig, path)
+  return save_figure(fig, path)
