@@ -54,3 +54,23 @@ def run_cli(*args, env=None, timeout=300):
   import subprocess
   return subprocess.run([sys.executable, "-m", "cnn_jax", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=timeout)
+
+
+def cli(*args):
+  """Runs the command line ``python -m cnn_jax ARGS`` in this process (``cnn_jax.main.main``,
+  exit code and all; no interpreter start-up): a CompletedProcess with its stdout and
+  stderr. Use :func:`run_cli` where a separate process matters (kill tests, environment)."""
+  import contextlib
+  import io
+  import subprocess
+  from absl import logging as absl_logging
+  from cnn_jax.main import main
+  out, err, verbosity = io.StringIO(), io.StringIO(), absl_logging.get_verbosity()
+  try:
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      main(list(args))
+  except SystemExit as exit_:
+    code = exit_.code
+  finally:
+    absl_logging.set_verbosity(verbosity)  # main() silences absl for the whole process
+  return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())

@@ -10,7 +10,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from cnn_jax import config as config_lib
 from cnn_jax.errors import ConfigError
 from cnn_jax.experiment import train
-from conftest import REPO, run_cli
+from conftest import REPO, cli
 
 
 def _config(experiment: str, *overrides: str):
@@ -44,7 +44,7 @@ def test_denoising_beats_the_noisy_input_and_eval_reproduces_it(tmp_path):
   test = results["test"]
   assert test["psnr"] > test["noisy_psnr"] + 0.5, test  # the reconstruction removes noise
   # the eval command restores a checkpoint and reproduces the metrics (same noise per example)
-  proc = run_cli("eval", "--workdir", str(tmp_path), "--checkpoint", "latest")
+  proc = cli("eval", "--workdir", str(tmp_path), "--checkpoint", "latest")
   assert proc.returncode == 0, proc.stderr[-2000:]
   saved = json.loads((tmp_path / "eval" / "test.json").read_text())
   assert saved["psnr"] == pytest.approx(test["psnr"], abs=1e-5)

@@ -11,7 +11,8 @@ import numpy as np
 from conftest import REPO
 
 ARGS = ["train", "--config", os.path.join(REPO, "experiments", "digits_simple_cnn.py"),
-        "--config.train.epochs=2", "--config.train.progress=false"]
+        "--config.train.epochs=2", "--config.dataset.train_subset=512",
+        "--config.train.progress=false"]
 
 
 def _env(devices: int) -> dict:

@@ -34,6 +34,10 @@ PARAMS = {
     "vgg11_bn": 132_868_840, "vgg13_bn": 133_053_736, "vgg16_bn": 138_365_992,
     "vgg19_bn": 143_678_248,
     "nin_cifar": 966_986,
+    # CIFAR-sized members: bearpaw/pytorch-classification's AlexNet (2.47M) and
+    # kuangliu/pytorch-cifar's VGGs
+    "alexnet_cifar": 2_472_266, "vgg11_bn_cifar": 9_231_114, "vgg13_bn_cifar": 9_416_010,
+    "vgg16_bn_cifar": 14_728_266, "vgg19_bn_cifar": 20_040_522,
     "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
     "resnet101": 44_549_160, "resnet152": 60_192_808,
     "cifar_resnet20": 269_722, "cifar_resnet32": 464_154, "cifar_resnet44": 658_586,
@@ -88,7 +92,8 @@ def test_cifar_resnet_option_b_parameter_count(name):
 
 # The smallest member of each family that still runs every code path: a narrow classifier
 # for AlexNet and VGG, one block per stage and fewer stages for the ResNets (compiling is
-# what costs time on a CPU). The registered models are checked abstractly above.
+# what costs time on a CPU). The registered models are checked abstractly above; the
+# Keras-layout ResNet's forward pass is checked against Keras in test_convert.py.
 REPRESENTATIVES = {
     "alexnet": (lambda: MODELS.get("alexnet")(num_classes=10, dense_units=64), 64),
     "vgg_bn": (lambda: cnn_jax.models.vgg.VGG(convs_per_stage=(1, 1, 1, 1, 1), use_batch_norm=True,
@@ -96,8 +101,6 @@ REPRESENTATIVES = {
     "nin_cifar": (lambda: MODELS.get("nin_cifar")(), 32),
     "resnet_bottleneck": (lambda: cnn_jax.models.resnet.ResNet(
         stage_sizes=(1, 1), block="bottleneck", num_classes=10), 32),
-    "keras_resnet_bottleneck": (lambda: cnn_jax.models.resnet.ResNet(
-        stage_sizes=(1, 1), block="bottleneck", variant="keras", num_classes=10), 32),
     "cifar_resnet8": (lambda: cnn_jax.models.cifar_resnet.CifarResNet(depth=8), 32),
 }
 

@@ -8,7 +8,7 @@ from cnn_jax import config as config_lib
 from cnn_jax.data.device_data import DeviceBatches
 from cnn_jax.train import parallel
 from cnn_jax.experiment import train
-from conftest import REPO, run_cli
+from conftest import REPO, cli
 
 
 def _simple_cnn_config(overrides):
@@ -48,8 +48,8 @@ def test_device_batches_resume_at_the_same_batch():
 
 def test_show_data_writes_png(tmp_path):
   out = str(tmp_path / "grid.png")
-  proc = run_cli("show-data", "--config", os.path.join(REPO, "experiments", "digits_lenet5.py"),
-                 "--out", out, "--num-images", "12")
+  proc = cli("show-data", "--config", os.path.join(REPO, "experiments", "digits_lenet5.py"),
+             "--out", out, "--num-images", "12")
   assert proc.returncode == 0, proc.stderr[-2000:]
   with open(out, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
