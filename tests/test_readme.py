@@ -29,7 +29,7 @@ FENCED = re.compile(r"^ *```(\w*)\n(.*?)^ *```", re.M | re.S)
 TRAIN_COMMAND = ("python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/python "
                  "-m cnn_jax train --config experiments/digits_lenet5.py --workdir runs/digits_lenet5")
 TEST_COMMAND = ("python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && "
-                ".venv/bin/python -m pytest -q")
+                ".venv/bin/python -m pytest -q -n 2 --dist loadfile")
 
 
 def blocks(language: str) -> list[str]:
