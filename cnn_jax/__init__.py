@@ -100,7 +100,8 @@ def load_config(path: str, overrides: Sequence[str] = ()):
 
 
 def summary(name: str, input_size: int | None = None, *, channels: int | None = None,
-            num_classes: int | None = None, depth: int | None = 2) -> str:
+            num_classes: int | None = None, depth: int | None = 2,
+            param_groups=None) -> str:
   """The per-layer table, parameter count and forward GFLOPs of model ``name`` as text.
 
   Args:
@@ -109,6 +110,8 @@ def summary(name: str, input_size: int | None = None, *, channels: int | None = 
       ``xception``), as are ``channels``.
     num_classes: classifier outputs; default the model's.
     depth: module nesting shown in the table (None: all).
+    param_groups: ``optimizer.param_groups`` rules (e.g. ``(("head", 1.0), ("*",
+      "frozen"))``) whose frozen parameters are counted apart from the trainable ones.
 
   Raises:
     CnnJaxError: an unknown model, or an input size the model cannot take.
@@ -120,7 +123,11 @@ def summary(name: str, input_size: int | None = None, *, channels: int | None = 
   model = create(name, **({"num_classes": num_classes} if num_classes else {}))
   shape = input_shape(name, input_size, channels)
   check_input_shape(model, (shape,), name)
-  return format_summary(summarize(model, (1,) + shape), max_depth=depth)
+  frozen = None
+  if param_groups:
+    from cnn_jax.transfer.param_groups import frozen_paths
+    frozen = lambda params: frozen_paths(params, param_groups, name)  # noqa: E731
+  return format_summary(summarize(model, (1,) + shape, frozen=frozen), max_depth=depth)
 
 
 sys.modules[__name__].__class__ = _Package

@@ -11,7 +11,7 @@ Commands (``python -m cnn_jax COMMAND --help`` lists each one's options and defa
   [--pruner none|median|halving|hyperband] [--storage URL|journal] [--workers K]``
 * ``search-report --study-dir DIR``
 * ``models [PATTERN]``
-* ``summary MODEL [--input-size N] [--channels C]``
+* ``summary MODEL [--input-size N] [--channels C] [--param-groups RULES]``
 * ``filters [--image FILE] [--padding zeros|replicate|reflect] [--out PNG]``
 * ``study transfer --workdir DIR [--variant digits] [--no-progress]``
 * ``bench --models a,b [--batch-size N] [--image-size S] [--mode train|infer] [--seconds T]
@@ -22,6 +22,7 @@ Commands (``python -m cnn_jax COMMAND --help`` lists each one's options and defa
 """
 
 import argparse
+import ast
 import logging
 import os
 import sys
@@ -186,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--channels", type=int, help="input channels (default: the model's native)")
   p.add_argument("--num-classes", type=int, help="classifier outputs (default: the model's)")
   p.add_argument("--depth", type=int, default=2, help="module nesting shown in the table")
+  p.add_argument("--param-groups", metavar="RULES",
+                 help="optimizer.param_groups rules to count frozen parameters apart, e.g. "
+                      "\"(('stage-1', 1.0), ('head', 1.0), ('*', 'frozen'))\"")
   p = command("filters")
   p.add_argument("--image", metavar="FILE",
                  help="a JPEG or PNG (default: scikit-learn's bundled china.jpg)")
@@ -357,8 +361,15 @@ def run(argv: list[str]) -> int:
     return 0
   if args.command == "summary":
     from cnn_jax import summary
+    rules = None
+    if args.param_groups:
+      try:
+        rules = ast.literal_eval(args.param_groups)
+      except (ValueError, SyntaxError):
+        raise CnnJaxError(f"--param-groups {args.param_groups!r} is not a Python literal; "
+                          "write e.g. \"(('head', 1.0), ('*', 'frozen'))\".") from None
     print(summary(args.model, args.input_size, channels=args.channels,
-                  num_classes=args.num_classes, depth=args.depth))
+                  num_classes=args.num_classes, depth=args.depth, param_groups=rules))
     return 0
   return 2
 

@@ -4,6 +4,8 @@ One tiny base (the study's ``digits`` variant: simple_cnn pretrained on digits 0
 epoch) is shared by every test through a module fixture; the transfer runs learn 8 vs 9.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -169,3 +171,17 @@ def test_features_are_cached_and_read_back(pretrained, tmp_path):
                          for row in run.history]
   assert metrics(first) == metrics(second)  # the same features train the same head
   assert "val_accuracy" in first.history[-1]
+
+
+def test_summary_counts_frozen_parameters_apart():
+  from cnn_jax import summary
+  text = summary("simple_cnn", param_groups=(("head", 1.0), ("*", "frozen")))
+  trainable, frozen = (int(n.replace(",", "")) for n in
+                       re.search(r"Trainable: ([\d,]+), frozen: ([\d,]+)", text).groups())
+  from cnn_jax.models.catalog import input_shape
+  params = jax.eval_shape(create("simple_cnn").init, jax.random.PRNGKey(0),
+                          jnp.zeros((1,) + input_shape("simple_cnn")))["params"]
+  total = sum(leaf.size for leaf in jax.tree.leaves(params))
+  head = sum(leaf.size for path, leaf in traverse_util.flatten_dict(params).items()
+             if path[0] == "output" or path[0].startswith("dense"))
+  assert trainable + frozen == total and trainable == head
