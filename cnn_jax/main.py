@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     return sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
                           epilog=epilog, formatter_class=_HelpFormatter)
 
+  def add_checkpoint(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default="best", metavar="best|latest|STEP",
+                   help="which checkpoint: the best, the latest or a step number")
+
   p = command("train", OVERRIDES_EPILOG)
   p.add_argument("--config", required=True, metavar="FILE",
                  help="experiment file defining get_config(), e.g. experiments/digits_lenet5.py")
@@ -125,8 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
   p = command("eval")
   p.add_argument("--workdir", required=True, metavar="DIR",
                  help="run directory of a train command")
-  p.add_argument("--checkpoint", default="best", metavar="best|latest|STEP",
-                 help="which checkpoint: the best, the latest or a step number")
+  add_checkpoint(p)
   p.add_argument("--split", default="test", choices=("test", "val", "train"),
                  help="the data split to evaluate")
   p = command("predict")
@@ -135,15 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--image", required=True, metavar="FILE",
                  help="an image file (PNG, JPEG, ...), resized to the run's input size")
   p.add_argument("--out", default="prediction.png", help="the PNG to write")
-  p.add_argument("--checkpoint", default="best", metavar="best|latest|STEP",
-                 help="which checkpoint: the best, the latest or a step number")
+  add_checkpoint(p)
   p = command("sample")
   p.add_argument("--workdir", required=True, metavar="DIR",
                  help="run directory of a gan or cyclegan train command")
   p.add_argument("--num", type=int, default=64, help="samples (or test images) to draw")
   p.add_argument("--out", default="grid.png", help="the PNG to write")
-  p.add_argument("--checkpoint", default="best", metavar="best|latest|STEP",
-                 help="which checkpoint: the best, the latest or a step number")
+  add_checkpoint(p)
   p.add_argument("--seed", type=int, help="noise seed (default: the run's seed)")
   p = command("study")
   p.add_argument("study", choices=("transfer",), help="which study")
@@ -243,8 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--image", required=True, metavar="FILE",
                  help="an image file (PNG, JPEG, ...), resized to the run's input size")
   p.add_argument("--out", default="feature_maps.png", help="the PNG to write")
-  p.add_argument("--checkpoint", default="best", metavar="best|latest|STEP",
-                 help="which checkpoint: the best, the latest or a step number")
+  add_checkpoint(p)
   return parser
 
 
