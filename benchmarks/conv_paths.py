@@ -26,7 +26,6 @@ Prints a table to stderr and the JSON document to stdout (and ``--out``).
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -175,11 +174,7 @@ def main(argv=None) -> None:
                                                    "python": platform.python_version()},
             "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "load_average_1m": load_start,
             "load_average_1m_at_end": os.getloadavg()[0], "results": results}
-  text = json.dumps(report, indent=2)
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text + "\n")
+  bench.print_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from cnn_jax import bench  # noqa: E402
 from cnn_jax import config as config_lib  # noqa: E402
 from cnn_jax.experiment import train  # noqa: E402
 
@@ -48,11 +49,7 @@ def main() -> None:
     print(json.dumps(rows[-1]), file=sys.stderr)
   result = {"rows": rows, "mean_auc": sum(r["auc"] for r in rows) / len(rows),
             "epochs": args.epochs or config.train.epochs}
-  text = json.dumps(result, indent=1)
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text + "\n")
+  bench.print_report(result, args.out, indent=1)
 
 
 if __name__ == "__main__":

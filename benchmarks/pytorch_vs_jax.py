@@ -33,7 +33,6 @@ Prints one JSON document (``--out`` also writes it to a file). Results and comma
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -293,11 +292,7 @@ def main(argv=None) -> None:
              for name in models]
   report = {"command": " ".join(["python", *sys.argv]), "environment": start_env,
             "load_average_1m_at_end": os.getloadavg()[0], "results": results}
-  text = json.dumps(report, indent=2)
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text + "\n")
+  bench.print_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Prints one JSON document.
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -95,11 +94,7 @@ def main(argv=None) -> None:
       "steps_per_round": args.steps, "load_average_1m": os.getloadavg()[0],
       "results": run(args.rounds, args.steps, args.kernel_size, args.dtype),
   }
-  text = json.dumps(report, indent=2)
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text + "\n")
+  bench.print_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -350,6 +350,17 @@ def table_header(name_width: int = 18) -> str:
           f"{'compile s':>9}  {'GFLOP/step':>10}  {'MFU':>6}")
 
 
+def print_report(report, out: str | None = None, indent: int = 2) -> str:
+  """Prints ``report`` as JSON on stdout and also writes it to ``out`` if given (how the
+  benchmark scripts end); returns the text."""
+  text = json.dumps(report, indent=indent)
+  print(text)
+  if out:
+    with open(out, "w") as f:
+      f.write(text + "\n")
+  return text
+
+
 def run_benchmarks(models: list[str], *, out: str | None = None,
                    progress: TextIO | None = None, table: TextIO | None = None,
                    **options) -> list[dict]:
