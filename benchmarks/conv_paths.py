@@ -27,13 +27,11 @@ Prints a table to stderr and the JSON document to stdout (and ``--out``).
 
 import argparse
 import os
-import platform
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
-import jaxlib
 import numpy as np
 from jax import lax
 
@@ -156,7 +154,7 @@ def main(argv=None) -> None:
   parser.add_argument("--out", help="also write the JSON here")
   args = parser.parse_args(argv)
   models = set(filter(None, args.models.split(",")))
-  load_start = os.getloadavg()[0]
+  load_start = os.getloadavg()[0]  # before the measurements
   print(f"{'model/layer':<32} {'dtype':<8} {'input':>9} {'kernel':>11} s  "
         f"{'xla ms':>7} {'im2col':>8} {'nchw':>8} im2col speed-up  auto", file=sys.stderr)
   results = []
@@ -168,12 +166,8 @@ def main(argv=None) -> None:
       results.append(measure(shape, dtype_name, args.batch_size, args.rounds,
                              args.round_seconds))
       print(format_row(results[-1]), file=sys.stderr, flush=True)
-  report = {"command": " ".join(["python", *sys.argv]), "host_cpu": bench.host_cpu(),
-            "cores": os.cpu_count(), "versions": {"jax": jax.__version__,
-                                                   "jaxlib": jaxlib.__version__,
-                                                   "python": platform.python_version()},
-            "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "load_average_1m": load_start,
-            "load_average_1m_at_end": os.getloadavg()[0], "results": results}
+  report = bench.environment(load_average_1m=load_start,
+                             load_average_1m_at_end=os.getloadavg()[0], results=results)
   bench.print_report(report, args.out)
 
 

@@ -10,21 +10,13 @@ Prints one JSON object: per shape the compile time, the median step time over
 """
 
 import argparse
-import json
-import os
-import platform
-import statistics
-import time
 
-import jax
 import numpy as np
 
+from cnn_jax import bench
 from cnn_jax.data import PreparedData
 from cnn_jax.data.presets import dataset_preset
 from cnn_jax.tasks.gan import GANTask, dcgan_config
-from cnn_jax.train import optim
-from cnn_jax.train.loop import make_train_step
-from cnn_jax.train.session import state_initializer, train_batch_spec
 
 
 def bench_shape(side: int, channels: int, args) -> dict:
@@ -33,33 +25,10 @@ def bench_shape(side: int, channels: int, args) -> dict:
   config = dcgan_config(dataset_preset("digits"), batch_size=args.batch_size, widths=widths)
   config.model.upsample = args.upsample
   data = PreparedData.synthetic((side, side, channels), [str(i) for i in range(10)])
-  task = GANTask(config, data)
-  networks = task.build_networks(
-      lambda section: optim.make_optimizer(section, optim.make_schedule(
-          config.schedule, section.learning_rate, 1, 1)))
-  spec = train_batch_spec({"image": np.zeros((1, side, side, channels), np.float32)},
-                          args.batch_size)
-  init, _ = state_initializer(task, networks, 0, spec)
-  state = jax.jit(init)()
-  step = jax.jit(make_train_step(task), donate_argnums=0)
-  rng = np.random.default_rng(0)
-  batch = {"image": jax.device_put(rng.random((args.batch_size, side, side, channels),
-                                              np.float32))}
-  start = time.perf_counter()
-  state = jax.block_until_ready(step(state, batch))
-  compile_s = time.perf_counter() - start
-  times = []
-  for _ in range(args.repeats):
-    start = time.perf_counter()
-    for _ in range(args.steps):
-      state = step(state, batch)
-    jax.block_until_ready(state)
-    times.append((time.perf_counter() - start) / args.steps)
-  median = statistics.median(times)
-  return {"image_shape": [side, side, channels], "batch_size": args.batch_size,
-          "compile_s": round(compile_s, 2), "step_ms": round(1000 * median, 2),
-          "step_ms_min_max": [round(1000 * min(times), 2), round(1000 * max(times), 2)],
-          "images_per_s": round(args.batch_size / median, 1)}
+  images = np.random.default_rng(0).random((args.batch_size, side, side, channels), np.float32)
+  return {"image_shape": [side, side, channels],
+          **bench.time_task_step(GANTask(config, data), {"image": images}, steps=args.steps,
+                                 repeats=args.repeats)}
 
 
 def main() -> None:
@@ -74,10 +43,7 @@ def main() -> None:
   args = parser.parse_args()
   results = [bench_shape(*(int(v) for v in size.split("x")), args)
              for size in args.sizes.split(",")]
-  print(json.dumps({"device": jax.devices()[0].device_kind, "platform": platform.processor()
-                    or platform.machine(), "cpu_count": os.cpu_count(),
-                    "load_average": os.getloadavg()[0], "upsample": args.upsample,
-                    "results": results}, indent=1))
+  bench.print_report(bench.environment(upsample=args.upsample, results=results), indent=1)
 
 
 if __name__ == "__main__":

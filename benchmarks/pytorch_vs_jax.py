@@ -34,7 +34,6 @@ Prints one JSON document (``--out`` also writes it to a file). Results and comma
 
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -43,7 +42,6 @@ import time
 # this when torch is imported. Set OMP_WAIT_POLICY=ACTIVE to measure the spinning default.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import jax  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
@@ -248,21 +246,15 @@ def compare(name: str, rounds: int, jax_variants: list[str], torch_threads: list
 
 
 def environment() -> dict:
-  import flax
-  import jaxlib
-  return {
-      "host_cpu": bench.host_cpu(), "cores": os.cpu_count(),
-      "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
-                   "flax": flax.__version__, "torch": torch.__version__,
-                   "python": platform.python_version()},
-      "threads": {"torch_intra_op_default": torch.get_num_threads(),
-                  "torch_inter_op": torch.get_num_interop_threads(),
-                  "cpu_affinity": sorted(os.sched_getaffinity(0)),
-                  "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
-                  "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-                  "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")},
-      "load_average_1m": os.getloadavg()[0],
-  }
+  """:func:`cnn_jax.bench.environment` plus torch's version and both libraries' threads."""
+  env = bench.environment()
+  env["versions"]["torch"] = torch.__version__
+  env["threads"] = {"torch_intra_op_default": torch.get_num_threads(),
+                    "torch_inter_op": torch.get_num_interop_threads(),
+                    "cpu_affinity": sorted(os.sched_getaffinity(0)),
+                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                    "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
+  return env
 
 
 def main(argv=None) -> None:
@@ -290,8 +282,7 @@ def main(argv=None) -> None:
   results = [compare(name, args.rounds, variants, torch_threads, args.round_seconds,
                      args.batch_size)
              for name in models]
-  report = {"command": " ".join(["python", *sys.argv]), "environment": start_env,
-            "load_average_1m_at_end": os.getloadavg()[0], "results": results}
+  report = {**start_env, "load_average_1m_at_end": os.getloadavg()[0], "results": results}
   bench.print_report(report, args.out)
 
 

@@ -16,15 +16,12 @@ Prints one JSON document.
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 
-import flax
 import jax
 import jax.numpy as jnp
-import jaxlib
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cnn_jax import bench  # noqa: E402
@@ -84,16 +81,10 @@ def main(argv=None) -> None:
   parser.add_argument("--dtype", default="float32", choices=tuple(bench.DTYPES))
   parser.add_argument("--out", help="also write the JSON here")
   args = parser.parse_args(argv)
-  report = {
-      "command": " ".join(["python", *sys.argv]),
-      "device": {"platform": jax.devices()[0].platform, "host_cpu": bench.host_cpu(),
-                 "cores": os.cpu_count(), "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")},
-      "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
-                   "python": platform.python_version()},
-      "kernel_size": args.kernel_size, "dtype": args.dtype, "rounds": args.rounds,
-      "steps_per_round": args.steps, "load_average_1m": os.getloadavg()[0],
-      "results": run(args.rounds, args.steps, args.kernel_size, args.dtype),
-  }
+  report = bench.environment(
+      kernel_size=args.kernel_size, dtype=args.dtype, rounds=args.rounds,
+      steps_per_round=args.steps)
+  report["results"] = run(args.rounds, args.steps, args.kernel_size, args.dtype)
   bench.print_report(report, args.out)
 
 

@@ -33,6 +33,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from typing import Callable, TextIO
 
@@ -50,6 +51,7 @@ from cnn_jax.models import create
 from cnn_jax.models.catalog import input_shape
 from cnn_jax.tasks import Task, get_task
 from cnn_jax.train import loop, parallel, session
+from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.state import TrainState, check_input_shape, count_params
 
 MODES = ("train", "infer")
@@ -85,6 +87,53 @@ def host_cpu() -> str:
   except OSError:
     pass
   return platform.processor() or platform.machine()
+
+
+def environment(**extra) -> dict:
+  """What a benchmark's JSON records about where it ran: the command line, the device and
+  host, the library versions, ``XLA_FLAGS`` and the 1-minute load average (plus ``extra``
+  entries, e.g. other libraries' versions)."""
+  device = jax.devices()[0]
+  return {"command": " ".join(["python", *sys.argv]),
+          "device": {"platform": device.platform, "kind": device.device_kind,
+                     "host_cpu": host_cpu(), "host_cores": os.cpu_count()},
+          "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
+                       "flax": flax.__version__, "python": platform.python_version()},
+          "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "load_average_1m": os.getloadavg()[0],
+          **extra}
+
+
+def time_task_step(task: Task, arrays: dict[str, np.ndarray], *, steps: int,
+                   repeats: int) -> dict:
+  """Compiles and times the train loop's step of ``task`` (networks with the optimizers of
+  its config, a schedule of one step) on one batch ``arrays`` (every array ``[B, ...]``),
+  kept on the device.
+
+  Returns ``{"batch_size", "compile_s", "step_ms": {"median", "min", "max"},
+  "images_per_s"}`` over ``repeats`` rounds of ``steps`` steps.
+  """
+  schedule = task.config.get("schedule")
+  networks = task.build_networks(lambda section: make_optimizer(
+      section, make_schedule(schedule, section.learning_rate, 1, 1)))
+  batch_size = len(next(iter(arrays.values())))
+  init, _ = session.state_initializer(task, networks, 0,
+                                      session.train_batch_spec(arrays, batch_size))
+  state = session.jit_initializer(init, parallel.make_mesh(1))()
+  step = jax.jit(loop.make_train_step(task), donate_argnums=0)
+  batch = jax.device_put(arrays)
+  start = time.perf_counter()
+  state = jax.block_until_ready(step(state, batch))
+  compile_s = time.perf_counter() - start
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(steps):
+      state = step(state, batch)
+    jax.block_until_ready(state)
+    seconds.append((time.perf_counter() - start) / steps)
+  return {"batch_size": batch_size, "compile_s": round(compile_s, 2),
+          "step_ms": {k: round(1e3 * v, 2) for k, v in spread(seconds).items()},
+          "images_per_s": round(batch_size / statistics.median(seconds), 1)}
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -244,6 +293,7 @@ class StepTimer:
     if peak is None:
       notes.append(f"no known peak for {devices[0].device_kind!r}: pass peak_tflops for MFU")
     memory = self.compiled.memory_analysis()
+    env = environment()
     return {
         **self.settings,
         "params": sum(count_params(self.state).values()),
@@ -259,10 +309,7 @@ class StepTimer:
             "outputs": memory.output_size_in_bytes / 2**20,
             "temp": memory.temp_size_in_bytes / 2**20},
         "notes": notes,
-        "device": {"platform": devices[0].platform, "kind": devices[0].device_kind,
-                   "host_cpu": host_cpu(), "host_cores": os.cpu_count()},
-        "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
-                     "flax": flax.__version__, "python": platform.python_version()},
+        **{key: env[key] for key in ("device", "versions")},
     }
 
 

@@ -14,28 +14,25 @@ turn: ``benchmarks/mnist_anomaly_sweep.py`` (results in benchmarks/RESULTS.md).
 ``--config experiments/mnist_anomaly.py:digits`` is the CI-sized variant.
 """
 
+import os
+
 import ml_collections
 
-from cnn_jax.config import train_section
+from cnn_jax.config import load_config
 from cnn_jax.data.presets import dataset_preset
+
+BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_conv_autoencoder.py")
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
+  """``mnist_conv_autoencoder.py``'s network and optimizer, trained on the normal class."""
   digits = variant == "digits"
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  config = load_config(f"{BASE}:{variant}" if variant else BASE)
   config.dataset = dataset_preset("digits" if digits else "mnist",
                                   **({} if digits else {"val_fraction": 0.1}))
   config.task = ml_collections.ConfigDict({"name": "anomaly", "loss": "mse",
                                            "noise_factor": 0.0, "normal_classes": 0,
                                            "threshold_std": 1.0})
-  config.model = ml_collections.ConfigDict({"name": "conv_autoencoder",
-                                            "latent_dim": 16 if digits else 32,
-                                            "widths": (16, 32) if digits else (32, 64),
-                                            "upsample": "pixel_shuffle"})
-  config.optimizer = ml_collections.ConfigDict({
-      "name": "adam", "learning_rate": 3e-3 if digits else 1e-3, "weight_decay": 0.0})
-  config.schedule = ml_collections.ConfigDict({"name": "cosine"})
-  config.train = train_section(epochs=15 if digits else 20, batch_size=16 if digits else 128,
-                               eval_batch_size=256 if digits else 1000, log_every_steps=10)
+  config.train.update({"epochs": 15 if digits else 20, "batch_size": 16 if digits else 128,
+                       "log_every_steps": 10})
   return config
