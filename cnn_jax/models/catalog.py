@@ -5,8 +5,10 @@ like timm's group matchers, for freezing and learning-rate rules
 (:mod:`cnn_jax.transfer.param_groups`)."""
 
 import fnmatch
+import functools
 import math
 import re
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -38,34 +40,55 @@ def input_shape(name: str, image_size: int | None = None,
   return (image_size or height, image_size or width, channels or native_channels)
 
 
-# Family (shell pattern over model names) -> (regex whose group 1 is the stage number of a
-# top-level module, shell patterns of the head's top-level modules). A top-level module in
+@functools.lru_cache(maxsize=None)
+def _vgg_stages(name: str) -> dict[str, int]:
+  """``{"features_<i>": stage}`` for VGG ``name``: torchvision's ``features`` indices, where
+  a convolution (and its batch norm) takes one index each and a ReLU one, and a max pool
+  closes every stage."""
+  model = create(name)
+  per_conv = 3 if model.use_batch_norm else 2  # conv, (batch norm,) ReLU
+  stages, index = {}, 0
+  for stage, convs in enumerate(model.convs_per_stage, start=1):
+    for _ in range(convs):
+      stages.update({f"features_{index + k}": stage for k in range(per_conv - 1)})
+      index += per_conv
+    index += 1  # the max pool
+  return stages
+
+
+def _numbered(regex: str) -> Callable[[str, str], int | None]:
+  """``(model name, module) -> stage`` for modules whose name holds it (``regex`` group 1)."""
+  return lambda name, module: int(m.group(1)) if (m := re.match(regex, module)) else None
+
+
+# Family (shell pattern over model names) -> ((model name, top-level module) -> its stage
+# number or None, shell patterns of the head's top-level modules). A top-level module in
 # neither is part of the stem.
 _GROUP_MATCHERS = (
-    ("simple_cnn", r"block(\d+)_", ("dense*", "output")),
-    ("resnet*", r"layer(\d+)_", ("fc",)),
-    ("cifar_resnet*", r"layer(\d+)_", ("fc",)),
-    ("vgg*", None, ("classifier_*",)),
+    ("simple_cnn", _numbered(r"block(\d+)_"), ("dense*", "output")),
+    ("resnet*", _numbered(r"layer(\d+)_"), ("fc",)),
+    ("cifar_resnet*", _numbered(r"layer(\d+)_"), ("fc",)),
+    ("vgg*", lambda name, module: _vgg_stages(name).get(module), ("classifier*",)),
 )
 
 
 def layer_groups(name: str, top_level: list[str]) -> dict[str, list[str]]:
   """The named groups of model ``name`` over its top-level modules ``top_level`` (the keys of
   its ``params``), input to output: ``{"stem": [...], "stage1": [...], ..., "head": [...]}``
-  (empty groups left out). A family without stage names (VGG) has ``stem`` (the whole
-  convolutional base) and ``head``; an unknown family has no groups."""
+  (empty groups left out: VGG, whose convolutions all belong to its five stages, has no
+  stem); an unknown family has no groups."""
   matcher = next((m for m in _GROUP_MATCHERS if fnmatch.fnmatch(name, m[0])), None)
   if matcher is None:
     return {}
-  _, stage_regex, head = matcher
+  _, stage_of, head = matcher
   groups: dict[str, list[str]] = {"stem": []}
   stages: dict[int, list[str]] = {}
   for module in top_level:
-    found = re.match(stage_regex, module) if stage_regex else None
+    stage = stage_of(name, module)
     if any(fnmatch.fnmatch(module, h) for h in head):
       groups.setdefault("head", []).append(module)
-    elif found:
-      stages.setdefault(int(found.group(1)), []).append(module)
+    elif stage is not None:
+      stages.setdefault(stage, []).append(module)
     else:
       groups["stem"].append(module)
   head_modules = groups.pop("head", [])
