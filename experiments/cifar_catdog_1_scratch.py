@@ -9,8 +9,8 @@ study transfer --workdir DIR`` sets them for DIR). ``:digits`` is the seconds-lo
       --config experiments/cifar_catdog_1_scratch.py --workdir runs/transfer/1_scratch
 """
 
-from cnn_jax.transfer.study import step_config
+from cnn_jax.transfer.study import Setup, step_config
 
 
 def get_config(variant: str = ""):
-  return step_config("1_scratch", variant)
+  return step_config("1_scratch", Setup(variant))

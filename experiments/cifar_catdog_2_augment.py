@@ -9,8 +9,8 @@ study transfer --workdir DIR`` sets them for DIR). ``:digits`` is the seconds-lo
       --config experiments/cifar_catdog_2_augment.py --workdir runs/transfer/2_augment
 """
 
-from cnn_jax.transfer.study import step_config
+from cnn_jax.transfer.study import Setup, step_config
 
 
 def get_config(variant: str = ""):
-  return step_config("2_augment", variant)
+  return step_config("2_augment", Setup(variant))

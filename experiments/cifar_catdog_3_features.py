@@ -10,8 +10,8 @@ study transfer --workdir DIR`` sets them for DIR). ``:digits`` is the seconds-lo
       --config experiments/cifar_catdog_3_features.py --workdir runs/transfer/3_features
 """
 
-from cnn_jax.transfer.study import step_config
+from cnn_jax.transfer.study import Setup, step_config
 
 
 def get_config(variant: str = ""):
-  return step_config("3_features", variant)
+  return step_config("3_features", Setup(variant))

@@ -10,8 +10,8 @@ study transfer --workdir DIR`` sets them for DIR). ``:digits`` is the seconds-lo
       --config experiments/cifar_catdog_4_frozen_augment.py --workdir runs/transfer/4_frozen_augment
 """
 
-from cnn_jax.transfer.study import step_config
+from cnn_jax.transfer.study import Setup, step_config
 
 
 def get_config(variant: str = ""):
-  return step_config("4_frozen_augment", variant)
+  return step_config("4_frozen_augment", Setup(variant))

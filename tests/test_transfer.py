@@ -1,21 +1,31 @@
-"""Transfer learning: parameter groups, frozen steps, init_from (and resume), cached features.
+"""Transfer learning: parameter groups, frozen steps, init_from (and resume), cached features,
+the study's setups.
 
 One tiny base (the study's ``digits`` variant: simple_cnn pretrained on digits 0-7 for one
-epoch) is shared by every test through a module fixture; the transfer runs learn 8 vs 9.
+epoch) is shared by every test through a module fixture; the transfer runs learn 8 vs 9 (the
+frozen run from an image folder of them). Weight files are written from random variables of
+``cifar_resnet20`` in torchvision naming (as in test_convert). ImageNet's VGG16 cannot be
+had offline: for ``--weights`` the configs the study builds are checked, not a run.
 """
 
+import json
+import os
 import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import traverse_util
 from jax.extend import core
+from PIL import Image
 
 from cnn_jax.data import PreparedData
 from cnn_jax.errors import ConfigError, ShapeError
 from cnn_jax.models import create
+from cnn_jax.models.catalog import layer_groups
+from cnn_jax.models.convert import WeightFileError
 from cnn_jax.models.summary import format_summary, summarize
 from cnn_jax.tasks.classification import ClassificationTask
 from cnn_jax.train import checkpoint as checkpoint_lib
@@ -23,8 +33,10 @@ from cnn_jax.train import optim
 from cnn_jax.train.loop import StepCache, fit
 from cnn_jax.train.session import load_run, setup
 from cnn_jax.train.state import create_train_state
-from cnn_jax.transfer import init_from, param_groups
-from cnn_jax.transfer.study import pretrain_config, step_config
+from cnn_jax.transfer import init_from, param_groups, study
+from cnn_jax.transfer.features import FeatureClassificationTask, last_stage
+from cnn_jax.transfer.study import Setup, pretrain_config, step_config
+from test_convert import random_variables, save_safetensors, to_torchvision
 
 
 def _quiet(config):
@@ -78,7 +90,7 @@ def _convolutions(jaxpr) -> int:
 def test_frozen_base_is_not_differentiated():
   """Two conv layers: the full step runs 2 forward + 3 backward convolutions (no gradient
   for the input image), the frozen-base step only the 2 forward ones."""
-  config = step_config("1_scratch", "digits")
+  config = step_config("1_scratch", Setup("digits"))
   batch = {"image": jax.ShapeDtypeStruct((4, 8, 8, 1), jnp.float32),
            "label": jax.ShapeDtypeStruct((4,), jnp.int32)}
   task = ClassificationTask(config, PreparedData.synthetic((8, 8, 1), ["8", "9"],
@@ -102,10 +114,25 @@ class Killed(Exception):
   pass
 
 
+def _digit_folder(root) -> str:
+  """scikit-learn's eights and nines as a folder of 8x8 grayscale PNGs (``eights/``,
+  ``nines/``), the layout of a user's ``cats/`` ``dogs/``."""
+  from sklearn.datasets import load_digits
+  digits = load_digits()
+  for label, name in ((8, "eights"), (9, "nines")):
+    os.makedirs(root / name)
+    for i, image in enumerate(digits.images[digits.target == label]):
+      Image.fromarray((image * 255 / 16).round().astype(np.uint8)).save(root / name / f"{i}.png")
+  return str(root)
+
+
 def test_frozen_fine_tuning_keeps_the_base_bitwise_and_resumes_its_own_checkpoint(
-    pretrained, monkeypatch):
+    pretrained, monkeypatch, tmp_path):
+  """Step 4 on an image folder (``study transfer --images``) from the digits base."""
   study_dir, before = pretrained
-  config = _quiet(step_config("4_frozen_augment", "digits", str(study_dir)))
+  folder = Setup("digits", images=_digit_folder(tmp_path / "photos"))
+  config = _quiet(step_config("4_frozen_augment", folder, str(study_dir)))
+  assert config.dataset.name == "image_folder" and config.dataset.channels == 1
   config.train.epochs = 2
   workdir = str(study_dir / "4_frozen_augment")
   save = checkpoint_lib.Checkpoints.save
@@ -126,6 +153,7 @@ def test_frozen_fine_tuning_keeps_the_base_bitwise_and_resumes_its_own_checkpoin
 
   monkeypatch.setattr(init_from, "initialize", no_init)
   result = fit(config, workdir, step_cache=steps)
+  assert result.session.task.class_names == ["eights", "nines"]
   assert result.resumed_from == result.session.steps_per_epoch
   assert int(result.state.step) == 2 * result.session.steps_per_epoch
 
@@ -141,7 +169,7 @@ def test_frozen_fine_tuning_keeps_the_base_bitwise_and_resumes_its_own_checkpoin
 
 def test_init_from_names_the_mismatched_parameter(pretrained):
   study_dir, _ = pretrained
-  config = _quiet(step_config("4_frozen_augment", "digits", str(study_dir)))
+  config = _quiet(step_config("4_frozen_augment", Setup("digits"), str(study_dir)))
   state = setup(config, None).state
   config.model.init_skip = ()  # the old 8-class head does not fit the 2-class one
   with pytest.raises(ShapeError, match=r"params/output/bias is \[8\] in run .* but "
@@ -154,7 +182,7 @@ def test_init_from_names_the_mismatched_parameter(pretrained):
 
 def test_features_are_cached_and_read_back(pretrained, tmp_path):
   study_dir, _ = pretrained
-  config = _quiet(step_config("3_features", "digits", str(study_dir)))
+  config = _quiet(step_config("3_features", Setup("digits"), str(study_dir)))
   config.task.cache_dir = str(tmp_path / "cache")
   steps = StepCache()
   first = fit(config, str(tmp_path / "first"), step_cache=steps)
@@ -185,3 +213,113 @@ def test_summary_counts_frozen_parameters_apart():
   head = sum(leaf.size for path, leaf in traverse_util.flatten_dict(params).items()
              if path[0] == "output" or path[0].startswith("dense"))
   assert trainable + frozen == total and trainable == head
+
+
+def test_vgg_stages_follow_torchvision_indices():
+  def groups(name):
+    params = jax.eval_shape(create(name).init, jax.random.PRNGKey(0),
+                            jnp.zeros((1, 32, 32, 3)))["params"]
+    return {group: set(modules) for group, modules in layer_groups(name, list(params)).items()}
+
+  vgg16 = groups("vgg16")
+  assert list(vgg16) == ["stage1", "stage2", "stage3", "stage4", "stage5", "head"]
+  assert vgg16["stage5"] == {"features_24", "features_26", "features_28"}  # Keras's block5
+  assert vgg16["head"] == {"classifier_0", "classifier_3", "classifier_6"}
+  assert groups("vgg11_bn")["stage2"] == {"features_4", "features_5"}  # conv, its batch norm
+
+
+def _file(tmp_path, **options) -> tuple[str, dict]:
+  """``(path, variables)``: random cifar_resnet20 variables (10 classes) saved as a
+  torchvision-named ``.safetensors``."""
+  variables = random_variables("cifar_resnet20", **options)
+  name = "_".join(f"{v}" for v in options.values()) or "default"
+  return save_safetensors(to_torchvision(variables), tmp_path / f"{name}.safetensors"), variables
+
+
+def test_init_from_a_weight_file(tmp_path):
+  """A file saved with other options (projection shortcuts) and another head (10 classes)
+  into a 2-class model; its first convolution turned from BGR to RGB."""
+  path, source = _file(tmp_path, shortcut="projection")
+  data = PreparedData.synthetic((32, 32, 3), ["cat", "dog"], label=np.zeros(1, np.int32))
+  config = step_config("4_frozen_augment", Setup(base="resnet"))
+  task = ClassificationTask(config, data)
+  networks = task.build_networks(lambda section: optax.sgd(0.1))
+  state = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype),  # values come from the file
+                       jax.eval_shape(lambda: create_train_state(networks, 0)))
+
+  def initialized(**model):
+    config.model.update({"init_from": path, **model})
+    return init_from.initialize(state, config, load_run).nets["net"]
+
+  with pytest.raises(WeightFileError, match="unexpected 'layer2.0.downsample"):
+    initialized()  # read at the model's own options (shortcut="pad") the file does not fit
+  net = initialized(init_options={"shortcut": "projection"}, init_reverse_channels=True)
+  params, given = _flat(net.params), _flat(source["params"])
+  np.testing.assert_array_equal(params[("conv1", "kernel")], given[("conv1", "kernel")][:, :, ::-1])
+  assert all(np.array_equal(v, given[k]) for k, v in params.items() if k[0] not in ("conv1", "fc"))
+  assert params[("fc", "kernel")].shape == (64, 2)  # the skipped head keeps its fresh init
+  stats, given_stats = _flat(net.collections["batch_stats"]), _flat(source["batch_stats"])
+  assert stats and all(np.array_equal(v, given_stats[k]) for k, v in stats.items())
+
+
+def test_feature_base_from_a_weight_file(tmp_path):
+  path, source = _file(tmp_path)
+  config = step_config("3_features", Setup(base="resnet"))
+  config.task.update({"base_run": "", "base_weights": path, "base_model": "cifar_resnet20"})
+  config.dataset.mean, config.dataset.std = study.CAFFE_NORMALIZATION
+  data = PreparedData.synthetic((32, 32, 3), ["cat", "dog"], label=np.zeros(1, np.int32))
+  data.normalization = study.CAFFE_NORMALIZATION
+  forward, variables, normalization = FeatureClassificationTask(config, data).load_base(data)
+  assert normalization == study.CAFFE_NORMALIZATION  # the run's own, not a base run's
+  assert all(np.array_equal(v, _flat(source["params"])[k])
+             for k, v in _flat(variables["params"]).items())
+  assert last_stage(forward, (32, 32, 3)) == "stage3"
+  config.task.base_model = ""
+  with pytest.raises(ConfigError, match="task.base_model is empty"):
+    FeatureClassificationTask(config, data).load_base(data)
+
+
+def test_resnet_base_groups_in_the_study():
+  setup = Setup("digits", "resnet")
+  assert pretrain_config("digits", "resnet").model.name == "cifar_resnet20"
+  counts = {step: study.parameter_counts(step_config(step, setup), (8, 8, 1), 2)
+            for step in ("1_scratch", "4_frozen_augment", "5_finetune")}
+  total = sum(counts["1_scratch"])
+  assert counts["1_scratch"] == (total, 0)
+  assert counts["4_frozen_augment"] == (64 * 2 + 2, total - 130)  # the new fc alone
+  stage3 = 9 * 32 * 64 + 5 * 9 * 64 * 64 + 6 * 2 * 64  # six convs, their batch norms
+  assert counts["5_finetune"] == (stage3 + 130, total - stage3 - 130)
+
+
+def test_imagenet_vgg16_steps_and_study_setups(tmp_path):
+  """``--images DIR --weights VGG16.h5``: the configs (ImageNet weights cannot be had
+  offline); a workdir keeps the setup it was started with."""
+  setup = Setup(images=str(tmp_path), weights="vgg16.h5")
+  features = step_config("3_features", setup, "study")
+  assert (features.task.base_run, features.task.base_weights) == ("", "vgg16.h5")
+  assert features.task.base_model == "vgg16" and features.task.base_reverse_channels
+  assert features.dataset.image_size == 150
+  frozen = step_config("4_frozen_augment", setup, "study")
+  assert (frozen.model.name, frozen.model.init_from, frozen.model.init_options.to_dict()) == (
+      "vgg16", "vgg16.h5", {})
+  assert frozen.model.init_reverse_channels and tuple(frozen.dataset.mean)[0] == 123.68 / 255
+  convs = 14_714_688  # VGG16's convolutions
+  assert study.parameter_counts(frozen, (150, 150, 3), 2)[1] == convs
+  finetune = step_config("5_finetune", setup, "study")
+  assert finetune.model.init_from == os.path.join("study", "4_frozen_augment")
+  block5 = 3 * (9 * 512 * 512 + 512)
+  assert study.parameter_counts(finetune, (150, 150, 3), 2)[1] == convs - block5
+  with pytest.raises(ConfigError, match="no such file"):
+    study.run_study(str(tmp_path / "study"), setup)
+  with pytest.raises(ConfigError, match="at least 32x32"):
+    Setup("digits", weights="vgg16.h5").check()
+  with pytest.raises(ConfigError, match="Unknown study base 'alexnet'"):
+    Setup(base="alexnet").check()
+
+  workdir = str(tmp_path / "digits")
+  study.check_workdir(workdir, Setup("digits"))
+  study.check_workdir(workdir, Setup("digits"))  # the same setup again
+  with pytest.raises(ConfigError, match="base='vgg'.*another --workdir"):
+    study.check_workdir(workdir, Setup("digits", "resnet"))
+  with open(os.path.join(workdir, study.SETUP_FILE)) as f:
+    assert json.load(f)["base"] == "vgg"

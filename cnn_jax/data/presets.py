@@ -39,13 +39,18 @@ _PRESETS = {
                        "cache_dir": "", "decode_workers": 2, "image_size": 0, "resize": "bilinear",
                        "classes": ("cat", "dog"), "val_fraction": 1000, "test_fraction": 1000,
                        "train_subset": 2000},
+    # a folder of one subfolder per class (dataset.directory), split as the notes' 4,000
+    # cats and dogs: half for training, a quarter each for validation and test
+    "image_folder": {"name": "image_folder", "directory": "", "image_size": 150, "channels": 3,
+                     "center_crop": True, "skip_corrupt": False, "decode_workers": 2,
+                     "test_fraction": 0.25, "val_fraction": 1 / 3},
 }
 
 
 def dataset_preset(name: str, **overrides) -> ml_collections.ConfigDict:
   """The ``dataset`` section of preset ``name`` (digits, mnist, fashion_mnist, shapes,
-  mnist_scenes, cifar10_no_catdog, cifar10_catdog) with ``overrides``; ``image_size=0``
-  keeps the native size."""
+  mnist_scenes, cifar10_no_catdog, cifar10_catdog, image_folder) with ``overrides``;
+  ``image_size=0`` keeps the native size."""
   if name not in _PRESETS:
     raise ConfigError(f"Unknown dataset preset {name!r}; known: {', '.join(_PRESETS)}.")
   return ml_collections.ConfigDict({**_PRESETS[name], **overrides})

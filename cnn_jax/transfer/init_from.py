@@ -8,7 +8,13 @@ Config keys (in the ``model`` section; :data:`INIT_KEYS`, never passed to the mo
 * ``init_checkpoint``: which checkpoint of that run (``"best"``, ``"latest"`` or a step);
 * ``init_skip``: parameter groups or path patterns (as in
   :mod:`cnn_jax.transfer.param_groups`, e.g. ``("head",)``) that keep their fresh
-  initialization, such as a new classifier of another size.
+  initialization, such as a new classifier of another size;
+* ``init_options``: for a weight file, the constructor options it was saved with (default:
+  this model's own options), e.g. ``{}`` to read Keras's VGG16 with its 4096-wide classifier
+  into a model whose ``dense_units=256`` head is skipped;
+* ``init_reverse_channels``: for a weight file whose first convolution reads BGR images
+  (Keras's VGG16 and ResNet50, trained on Caffe's preprocessing): reverse the input channels
+  of every convolution kernel with three of them (the first one) so that the run feeds RGB.
 
 The training loop calls :func:`initialize` only when the workdir holds no checkpoint: a
 resumed run continues from its own checkpoint, never from the init source. Every other
@@ -19,6 +25,7 @@ that is not raises an error naming it.
 import os
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import traverse_util
@@ -28,7 +35,8 @@ from cnn_jax.models.convert import TORCH_SUFFIXES, KERAS_SUFFIXES, load_pretrain
 from cnn_jax.train.state import TrainState
 from cnn_jax.transfer.param_groups import group_modules, matcher, path_name
 
-INIT_KEYS = ("init_from", "init_skip", "init_checkpoint")
+INIT_KEYS = ("init_from", "init_skip", "init_checkpoint", "init_options",
+             "init_reverse_channels")
 
 
 def model_options(model: ml_collections.ConfigDict) -> dict:
@@ -36,19 +44,38 @@ def model_options(model: ml_collections.ConfigDict) -> dict:
   return {k: v for k, v in model.items() if k != "name" and k not in INIT_KEYS}
 
 
-def source_variables(config: ml_collections.ConfigDict, load_run: Callable) -> tuple[dict, str]:
-  """``({"params": ..., "batch_stats": ...}, description)`` of ``model.init_from``."""
-  path = config.model.init_from
+def weight_file_variables(model_name: str, path: str, options: dict,
+                          reverse_channels: bool = False) -> dict:
+  """``{"params", "batch_stats"}`` of ``create(model_name, **options)`` read from the weight
+  file ``path`` by :func:`load_pretrained`; ``reverse_channels``: BGR -> RGB for the kernels
+  of the convolutions that read the (3-channel) image."""
+  options = dict(options)
+  if "dtype" in options:
+    options["dtype"] = jnp.dtype(options["dtype"])
+  _, variables = load_pretrained(model_name, path, **options)
+  if not reverse_channels:
+    return variables
+
+  def reverse(path, leaf):
+    image_conv = path[-1].key == "kernel" and leaf.ndim == 4 and leaf.shape[2] == 3
+    return leaf[:, :, ::-1, :] if image_conv else leaf
+
+  return {**variables, "params": jax.tree_util.tree_map_with_path(reverse, variables["params"])}
+
+
+def source_variables(model: ml_collections.ConfigDict, load_run: Callable) -> tuple[dict, str]:
+  """``({"params": ..., "batch_stats": ...}, description)`` of the ``model`` section's
+  ``init_from``."""
+  path = model.init_from
   if os.path.isdir(path):
-    _, state, step, _ = load_run(path, str(config.model.get("init_checkpoint") or "best"))
+    _, state, step, _ = load_run(path, str(model.get("init_checkpoint") or "best"))
     net = state.nets["net"]
     return {"params": net.params, **net.collections}, f"run {path} (step {step})"
   if path.endswith(KERAS_SUFFIXES + TORCH_SUFFIXES):
-    options = model_options(config.model)
-    if "dtype" in options:
-      options["dtype"] = jnp.dtype(options["dtype"])
-    _, variables = load_pretrained(config.model.name, path, **options)
-    return variables, path
+    options = model.get("init_options")
+    options = model_options(model) if options is None else dict(options)
+    return weight_file_variables(model.name, path, options,
+                                 bool(model.get("init_reverse_channels"))), path
   raise ConfigError(f"model.init_from={path!r} is neither a run's workdir nor a weight file "
                     f"({', '.join(KERAS_SUFFIXES + TORCH_SUFFIXES)}); fix the path.")
 
@@ -62,7 +89,7 @@ def initialize(state: TrainState, config: ml_collections.ConfigDict,
     ConfigError: a leaf the source lacks; ShapeError: a leaf whose shape differs. Both name
       the leaf and suggest ``model.init_skip``.
   """
-  source, where = source_variables(config, load_run)
+  source, where = source_variables(config.model, load_run)
   net = state.nets["net"]
   groups = group_modules(config.model.name, list(net.params))
   skip = [matcher(pattern, groups) for pattern in config.model.get("init_skip") or ()]

@@ -1,12 +1,14 @@
 """The five-step transfer-learning study of the notes (Chollet, Deep Learning with Python,
-1st ed., ch. 5: cats vs dogs with VGG16), on CIFAR-10's cats and dogs.
+1st ed., ch. 5: cats vs dogs with VGG16), on CIFAR-10's cats and dogs or a folder of images.
 
 ImageNet weights cannot be downloaded here, so the study brings its own source task: the
-base (a VGG-style ``simple_cnn``: 3x3 Conv-BN-ReLU blocks, each followed by a 2x2 max pool)
-is pretrained on the eight CIFAR-10 classes other than cat and dog. Then, each step its own
-resumable run under ``--workdir``:
+base is pretrained on the eight CIFAR-10 classes other than cat and dog (``0_pretrain``).
+Two bases (:attr:`Setup.base`): ``"vgg"``, a VGG-style ``simple_cnn`` (3x3 Conv-BN-ReLU
+blocks of 32, 64, 128 channels, each followed by a 2x2 max pool; a 256-unit dense head), and
+``"resnet"``, ``cifar_resnet20`` (He et al.'s CIFAR ResNet-20, its head one dense layer on
+the pooled features). Then, each step its own resumable run under ``--workdir``:
 
-1. ``1_scratch``: the same network from scratch on the 2,000 training images;
+1. ``1_scratch``: the base's network from scratch on the 2,000 training images;
 2. ``2_augment``: + augmentation (flips, translations);
 3. ``3_features``: the frozen pretrained base run once over every split (cached features,
    :mod:`cnn_jax.transfer.features`), a new dense head trained on them;
@@ -14,15 +16,27 @@ resumable run under ``--workdir``:
    norm in inference mode), a new head trained end to end with augmentation;
 5. ``5_finetune``: from step 4, the last stage unfrozen next to the head at a low rate.
 
-``run_study(workdir)`` (``python -m cnn_jax study transfer --workdir runs/transfer``) trains
-what is not finished yet and writes ``study.md``, ``study.json`` and ``study.png``: per step
-the trainable and frozen parameters, epochs, training time and validation and test accuracy.
-The published numbers (150x150 images, ImageNet VGG16) are about 71, 82, 90, 96 and 97%.
+``Setup.images`` replaces CIFAR by a folder with one subfolder per class (``cats/``
+``dogs/``, or the notes' first example's ``male/`` ``female/``), split half for training
+and a quarter each for validation and test. ``Setup.weights``, a Keras VGG16 file saved
+with its classifier (``VGG16(weights="imagenet").save_weights(...)``, or Keras's own
+``vgg16_weights_tf_dim_ordering_tf_kernels.h5``), makes steps 3-5 use ImageNet's VGG16
+through :func:`cnn_jax.models.convert.load_pretrained` as the notes do (150x150 images by
+default; Caffe's preprocessing: BGR, mean subtracted), with no pretraining run; steps 1-2
+then train a four-block ``simple_cnn``.
 
-The experiment files ``experiments/cifar_catdog_*.py`` are these configs; the variant
-``"digits"`` is a seconds-long version (scikit-learn digits 0-7 -> 8 vs 9) for tests.
+``run_study(workdir, setup)`` (``python -m cnn_jax study transfer --workdir runs/transfer
+[--base resnet] [--images DIR] [--weights VGG16.h5]``) trains what is not finished yet and
+writes ``study.md``, ``study.json`` and ``study.png``: per step the trainable and frozen
+parameters, epochs, training time and validation and test accuracy. The published numbers
+(150x150 images, ImageNet VGG16) are about 71, 82, 90, 96 and 97%.
+
+The experiment files ``experiments/cifar_catdog_*.py`` are the CIFAR configs with the VGG
+base; their variant ``"digits"`` is a seconds-long version (scikit-learn digits 0-7 -> 8 vs
+9) for tests.
 """
 
+import dataclasses
 import json
 import os
 from typing import Callable
@@ -46,28 +60,78 @@ PRETRAIN = "0_pretrain"
 STEPS = ("1_scratch", "2_augment", "3_features", "4_frozen_augment", "5_finetune")
 PUBLISHED = {"1_scratch": 0.71, "2_augment": 0.82, "3_features": 0.90, "4_frozen_augment": 0.96,
              "5_finetune": 0.97}  # Chollet's numbers, for the plot
+# Training epochs per step. As in the notes (30 epochs without augmentation, 100 with it),
+# the augmented network trains longer: augmentation pays off only once the plain network
+# would overfit.
+EPOCHS = {"1_scratch": 12, "2_augment": 30, "3_features": 20, "4_frozen_augment": 20,
+          "5_finetune": 20}
 VARIANTS = ("", "digits")
+BASES = ("vgg", "resnet")
 HEAD = ("head",)
+SETUP_FILE = "study_setup.json"
+# Keras's VGG16 preprocessing ("caffe": x * 255 minus ImageNet's mean, no scaling) as
+# (mean, std) on the [0, 1] scale, in RGB order: the first convolution's input channels are
+# reversed from BGR when the file is read (model.init_reverse_channels).
+CAFFE_NORMALIZATION = ((123.68 / 255, 116.779 / 255, 103.939 / 255), (1 / 255,) * 3)
 
 
-def _check_variant(variant: str) -> None:
-  if variant not in VARIANTS:
-    raise ConfigError(f"Unknown study variant {variant!r}; choose one of "
-                      f"{', '.join(repr(v) for v in VARIANTS)}.")
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """What a study runs on (see the module docstring).
+
+  Attributes:
+    variant: ``""`` (CIFAR-10 at the notes' sizes) or ``"digits"`` (seconds long, 8x8).
+    base: the pretrained base, ``"vgg"`` or ``"resnet"``; steps 1-2 train its network.
+    images: a folder of class subfolders to use instead of CIFAR cats vs dogs.
+    weights: a Keras VGG16 ``.h5`` (with its classifier): steps 3-5 use it as the base.
+    image_size: the folder's images are resized to it (0: 150 with ``weights``, as the
+      notes; else the pretraining images' size, 32, or 8 for digits).
+  """
+  variant: str = ""
+  base: str = "vgg"
+  images: str = ""
+  weights: str = ""
+  image_size: int = 0
+
+  def check(self) -> "Setup":
+    """``self``; an unknown variant or base, or weights that cannot be used, raise."""
+    for field, value, known in (("variant", self.variant, VARIANTS), ("base", self.base, BASES)):
+      if value not in known:
+        raise ConfigError(f"Unknown study {field} {value!r}; choose one of "
+                          f"{', '.join(repr(v) for v in known)}.")
+    if self.weights:
+      if self.variant == "digits":
+        raise ConfigError("--weights (ImageNet VGG16) needs images of at least 32x32: leave "
+                          "out --variant digits.")
+      if not self.weights.endswith(".h5"):
+        raise ConfigError(f"--weights {self.weights!r}: give Keras's VGG16 weights, a .h5 "
+                          "file saved with the classifier (include_top=True).")
+    return self
+
+  @property
+  def digits(self) -> bool:
+    return self.variant == "digits"
+
+  def folder_size(self) -> int:
+    return self.image_size or (150 if self.weights else 8 if self.digits else 32)
 
 
-def _base(variant: str, dataset: ml_collections.ConfigDict, epochs: int,
+def _base(setup: Setup, dataset: ml_collections.ConfigDict, epochs: int,
           batch_size: int) -> ml_collections.ConfigDict:
-  """The common config: the VGG-style base with a 256-unit head (16 units on digits)."""
-  digits = variant == "digits"
+  """The common config: the base's network (VGG-style: a 256-unit head, 16 on digits)."""
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.dataset = dataset
   config.augment = augment_config()
-  config.model = ml_collections.ConfigDict({
-      "name": "simple_cnn", "base_channels": 8 if digits else 32, "num_blocks": 2 if digits else 3,
-      "convs_per_block": 1, "dense_units": (16,) if digits else (256,), "dropout_rate": 0.5,
-      "head": "flatten", "init_from": "", "init_skip": (), "init_checkpoint": "best"})
+  init = {"init_from": "", "init_skip": (), "init_checkpoint": "best"}
+  if setup.base == "resnet":
+    config.model = ml_collections.ConfigDict({"name": "cifar_resnet20", **init})
+  else:
+    config.model = ml_collections.ConfigDict({
+        "name": "simple_cnn", "base_channels": 8 if setup.digits else 32,
+        "num_blocks": 2 if setup.digits else 3, "convs_per_block": 1,
+        "dense_units": (16,) if setup.digits else (256,), "dropout_rate": 0.5,
+        "head": "flatten", **init})
   config.optimizer = ml_collections.ConfigDict({
       "name": "sgd", "learning_rate": 0.05, "momentum": 0.9, "nesterov": True,
       "weight_decay": 5e-4, "param_groups": ()})
@@ -77,54 +141,87 @@ def _base(variant: str, dataset: ml_collections.ConfigDict, epochs: int,
   return config
 
 
-def _augmented(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
-  config.augment = (augment_config(crop_padding=1) if variant == "digits"
+def _augmented(config: ml_collections.ConfigDict, setup: Setup) -> ml_collections.ConfigDict:
+  config.augment = (augment_config(crop_padding=1) if setup.digits
                     else augment_config(flip=True, crop_padding=4, crop_mode="reflect"))
   return config
 
 
-def pretrain_config(variant: str = "") -> ml_collections.ConfigDict:
+def _imagenet_vgg16(config: ml_collections.ConfigDict, setup: Setup) -> None:
+  """Steps 4-5 with Keras's ImageNet VGG16 as the base: its convolutions from the file, a
+  new 256-256 head (the notes' has one 256-unit layer), Caffe's input normalization."""
+  config.model = ml_collections.ConfigDict({
+      "name": "vgg16", "dense_units": 256, "dropout_rate": 0.5, "init_from": setup.weights,
+      "init_options": {}, "init_skip": HEAD, "init_checkpoint": "best",
+      "init_reverse_channels": True})
+  config.dataset.mean, config.dataset.std = CAFFE_NORMALIZATION
+
+
+def pretrain_config(variant: str = "", base: str = "vgg") -> ml_collections.ConfigDict:
   """The source task: the base trained on CIFAR-10 without cats and dogs (digits 0-7)."""
-  _check_variant(variant)
-  if variant == "digits":
+  setup = Setup(variant, base).check()
+  if setup.digits:
     dataset = dataset_preset("digits", image_size=8, classes=tuple(range(8)))
-    return _base(variant, dataset, epochs=2, batch_size=64)
-  return _augmented(_base(variant, dataset_preset("cifar10_no_catdog"), epochs=4,
-                          batch_size=128), variant)
+    return _base(setup, dataset, epochs=2, batch_size=64)
+  return _augmented(_base(setup, dataset_preset("cifar10_no_catdog"), epochs=20,
+                          batch_size=128), setup)
 
 
-def step_config(step: str, variant: str = "",
+def _target_data(setup: Setup) -> ml_collections.ConfigDict:
+  """The study's dataset section: cats vs dogs (8 vs 9 on digits) or ``setup.images``."""
+  if setup.images:
+    return dataset_preset("image_folder", directory=setup.images,
+                          image_size=setup.folder_size(), channels=1 if setup.digits else 3)
+  if setup.digits:
+    return dataset_preset("digits", image_size=8, classes=(8, 9))
+  return dataset_preset("cifar10_catdog")
+
+
+def step_config(step: str, setup: Setup = Setup(),
                 workdir: str = "runs/transfer") -> ml_collections.ConfigDict:
   """The config of ``step`` (one of :data:`STEPS`) of the study in ``workdir``, whose
   pretraining run is ``workdir/0_pretrain`` (and step 5 starts from ``workdir/4_...``)."""
-  _check_variant(variant)
+  setup.check()
   if step not in STEPS:
     raise ConfigError(f"Unknown study step {step!r}; the steps: {', '.join(STEPS)}.")
-  digits = variant == "digits"
-  dataset = (dataset_preset("digits", image_size=8, classes=(8, 9)) if digits
-             else dataset_preset("cifar10_catdog"))
-  epochs = {"1_scratch": 12, "2_augment": 12, "3_features": 20, "4_frozen_augment": 10,
-            "5_finetune": 8}[step]
-  config = _base(variant, dataset, epochs=1 if digits else epochs, batch_size=32 if digits else 64)
+  config = _base(setup, _target_data(setup), epochs=1 if setup.digits else EPOCHS[step],
+                 batch_size=32 if setup.digits else 64)
   config.optimizer.name, config.optimizer.learning_rate = "adam", 1e-3  # 2,000 images: Adam
   config.optimizer.weight_decay = 0.0
   pretrained = os.path.join(workdir, PRETRAIN)
+  if setup.weights and step in ("1_scratch", "2_augment"):
+    config.model.num_blocks = 4  # the notes' four blocks for 150x150 images
   if step == "2_augment":
-    _augmented(config, variant)
+    _augmented(config, setup)
   elif step == "3_features":
     config.task = ml_collections.ConfigDict({"name": "feature_classification",
                                              "base_run": pretrained, "checkpoint": "best",
                                              "layer": "", "cache_dir": ""})
-    config.model.num_blocks = 0  # the head alone: flatten, dense, dropout, output
+    if setup.weights:
+      config.task.update({"base_run": "", "base_weights": setup.weights, "base_model": "vgg16",
+                          "base_reverse_channels": True})
+      config.dataset.mean, config.dataset.std = CAFFE_NORMALIZATION
+    # the head alone: flatten, dense, dropout, output
+    config.model = ml_collections.ConfigDict({
+        "name": "simple_cnn", "num_blocks": 0, "dense_units": (16,) if setup.digits else (256,),
+        "dropout_rate": 0.5, "head": "flatten"})
   elif step == "4_frozen_augment":
-    _augmented(config, variant)
-    config.model.init_from = pretrained
-    config.model.init_skip = HEAD
+    _augmented(config, setup)
+    if setup.weights:
+      _imagenet_vgg16(config, setup)
+    else:
+      config.model.init_from = pretrained
+      config.model.init_skip = HEAD
     config.optimizer.param_groups = (("head", 1.0), ("*", "frozen"))
   elif step == "5_finetune":
-    _augmented(config, variant)
+    _augmented(config, setup)
+    if setup.weights:
+      _imagenet_vgg16(config, setup)
+      config.model.init_skip = ()
     config.model.init_from = os.path.join(workdir, "4_frozen_augment")
-    config.optimizer.learning_rate = 1e-4  # a tenth: small steps on the pretrained stage
+    # small steps on the pretrained stage: a tenth of the rate (ImageNet's VGG16: 1e-5, as
+    # the notes)
+    config.optimizer.learning_rate = 1e-5 if setup.weights else 1e-4
     config.optimizer.param_groups = (("head", 1.0), ("stage-1", 1.0), ("*", "frozen"))
   return config
 
@@ -145,9 +242,12 @@ ROW_FILE = "study_row.json"
 
 
 def run_step(name: str, config: ml_collections.ConfigDict, step_dir: str,
-             log: Callable[[str], None] = print) -> dict:
+             log: Callable[[str], None] = print,
+             base_config: ml_collections.ConfigDict | None = None) -> dict:
   """Trains (or resumes) one step and returns its table row; a finished step's row is read
-  back from ``step_dir/study_row.json`` without touching the run."""
+  back from ``step_dir/study_row.json`` without touching the run. ``base_config``: for the
+  feature step, a network whose frozen part is the base (step 4's), to count the base's
+  parameters."""
   row_path = os.path.join(step_dir, ROW_FILE)
   if os.path.exists(row_path):
     with open(row_path) as f:
@@ -161,11 +261,9 @@ def run_step(name: str, config: ml_collections.ConfigDict, step_dir: str,
          "epochs": config.train.epochs,
          "train_time_s": round(sum(r["epoch_time_s"] for r in history), 1),
          "val_accuracy": history[-1]["val_accuracy"], "test_accuracy": results["test"]["accuracy"]}
-  if name == "3_features":  # the base ran once per split, outside the training epochs
-    base = pretrain_config(_variant_of(config))
-    base.optimizer.param_groups = (("head", 1.0), ("*", "frozen"))
-    row["frozen_params"] = parameter_counts(base, task.images["train"].shape[1:],
-                                            base_classes(base))[1]
+  if base_config is not None:  # the base ran once per split, outside the training epochs
+    row["frozen_params"] = parameter_counts(base_config, task.images["train"].shape[1:],
+                                            len(task.class_names))[1]
     row["features_s"] = round(sum(e.seconds for e in task.extraction.values()), 2)
     row["features_from_cache"] = all(e.from_cache for e in task.extraction.values())
   with atomic_write(row_path) as f:
@@ -173,38 +271,64 @@ def run_step(name: str, config: ml_collections.ConfigDict, step_dir: str,
   return row
 
 
-def _variant_of(config: ml_collections.ConfigDict) -> str:
-  return "digits" if config.dataset.name == "digits" else ""
+def check_workdir(workdir: str, setup: Setup) -> None:
+  """Records ``setup`` in ``workdir/study_setup.json``; a workdir holding a study of another
+  setup raises (its runs would be mixed with the new ones)."""
+  path = os.path.join(workdir, SETUP_FILE)
+  wanted = dataclasses.asdict(setup)
+  if os.path.exists(path):
+    with open(path) as f:
+      recorded = json.load(f)
+    if recorded != wanted:
+      differ = ", ".join(f"{k}={recorded.get(k)!r}" for k in wanted if recorded.get(k) != wanted[k])
+      raise ConfigError(f"{workdir} holds a study with {differ}: give another --workdir, or "
+                        "the same options as before.")
+    return
+  os.makedirs(workdir, exist_ok=True)
+  with atomic_write(path) as f:
+    json.dump(wanted, f, indent=1)
 
 
-def base_classes(config: ml_collections.ConfigDict) -> int:
-  """The number of classes the pretraining run learns."""
-  return len(config.dataset.classes)
-
-
-def run_study(workdir: str, variant: str = "", progress: bool = True,
+def run_study(workdir: str, setup: Setup = Setup(), progress: bool = True,
               log: Callable[[str], None] = print) -> list[dict]:
-  """Pretrains the base and trains the five steps in ``workdir`` (skipping finished ones;
-  ``progress``: the runs' progress bars, ``train.progress``); writes ``study.md``,
-  ``study.json`` and ``study.png`` there and returns the rows."""
-  _check_variant(variant)
+  """Pretrains the base (unless ``setup.weights``) and trains the five steps in ``workdir``
+  (skipping finished ones; ``progress``: the runs' progress bars, ``train.progress``);
+  writes ``study.md``, ``study.json`` and ``study.png`` there and returns the rows."""
+  setup.check()
+  if setup.weights and not os.path.isfile(setup.weights):
+    raise ConfigError(f"--weights {setup.weights!r}: no such file.")
+  check_workdir(workdir, setup)
 
-  def run(name: str, config: ml_collections.ConfigDict) -> dict:
+  def run(name: str, config: ml_collections.ConfigDict, **kw) -> dict:
     config.train.progress = progress
-    return run_step(name, config, os.path.join(workdir, name), log)
+    return run_step(name, config, os.path.join(workdir, name), log, **kw)
 
-  pretrain = run(PRETRAIN, pretrain_config(variant))
-  log(f"{PRETRAIN}: test accuracy {pretrain['test_accuracy']:.4f} on "
-      f"{base_classes(pretrain_config(variant))} classes")
-  rows = [run(name, step_config(name, variant, workdir)) for name in STEPS]
+  pretrain = None
+  if not setup.weights:
+    config = pretrain_config(setup.variant, setup.base)
+    pretrain = run(PRETRAIN, config)
+    log(f"{PRETRAIN}: test accuracy {pretrain['test_accuracy']:.4f} on "
+        f"{len(config.dataset.classes)} classes")
+  frozen_base = step_config("4_frozen_augment", setup, workdir)
+  rows = [run(name, step_config(name, setup, workdir),
+              base_config=frozen_base if name == "3_features" else None) for name in STEPS]
   with atomic_write(os.path.join(workdir, "study.json")) as f:
-    json.dump({"pretrain": pretrain, "steps": rows, "published": PUBLISHED}, f, indent=1)
+    json.dump({"setup": dataclasses.asdict(setup), "pretrain": pretrain, "steps": rows,
+               "published": PUBLISHED}, f, indent=1)
   with atomic_write(os.path.join(workdir, "study.md")) as f:
     f.write(format_table(rows) + "\n")
-  title = ("digits 8 vs 9 (pretrained on 0-7)" if variant == "digits"
-           else "CIFAR-10 cats vs dogs (2,000 training images)")
-  plot_study(rows, os.path.join(workdir, "study.png"), f"Transfer learning, {title}")
+  plot_study(rows, os.path.join(workdir, "study.png"), f"Transfer learning, {title(setup)}")
   return rows
+
+
+def title(setup: Setup) -> str:
+  """What the study ran on, for the plot."""
+  data = (f"{os.path.basename(os.path.normpath(setup.images))} ({setup.folder_size()}px)"
+          if setup.images else "digits 8 vs 9" if setup.digits
+          else "CIFAR-10 cats vs dogs (2,000 training images)")
+  base = ("ImageNet VGG16" if setup.weights
+          else f"{setup.base} base pretrained on {'0-7' if setup.digits else '8 other classes'}")
+  return f"{data}, {base}"
 
 
 def format_table(rows: list[dict]) -> str:
