@@ -13,7 +13,8 @@ Commands (``python -m cnn_jax COMMAND --help`` lists each one's options and defa
 * ``models [PATTERN]``
 * ``summary MODEL [--input-size N] [--channels C] [--param-groups RULES]``
 * ``filters [--image FILE] [--padding zeros|replicate|reflect] [--out PNG]``
-* ``study transfer --workdir DIR [--variant digits] [--no-progress]``
+* ``study transfer --workdir DIR [--variant digits] [--base vgg|resnet] [--images DIR]
+  [--weights VGG16.h5] [--image-size N] [--no-progress]``
 * ``bench --models a,b [--batch-size N] [--image-size S] [--mode train|infer] [--seconds T]
   [--json | --out FILE]``
 * ``compare [--models a,b] [--budget epochs|minutes N] [--dataset cifar10] [--seeds K]
@@ -152,6 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
                  help="one run directory per step under it, plus study.md/.json/.png")
   p.add_argument("--variant", default="", choices=("", "digits"),
                  help="'' the CIFAR-10 study; 'digits' a seconds-long version on digits")
+  p.add_argument("--base", default="vgg", choices=("vgg", "resnet"),
+                 help="the base pretrained on CIFAR-10 without cats and dogs: VGG-style "
+                      "simple_cnn or cifar_resnet20")
+  p.add_argument("--images", default="", metavar="DIR",
+                 help="your own folder of class subfolders (cats/ dogs/) instead of CIFAR")
+  p.add_argument("--weights", default="", metavar="VGG16.h5",
+                 help="Keras's ImageNet VGG16 (.h5 with its classifier) as the base of steps "
+                      "3-5 instead of the pretraining run")
+  p.add_argument("--image-size", type=int, default=0, metavar="N",
+                 help="--images resized to NxN (default 150 with --weights, else 32)")
   p.add_argument("--no-progress", action="store_true",
                  help="no progress bars (train.progress=false in every run), e.g. for logs")
   p = command("search", OVERRIDES_EPILOG)
@@ -292,8 +303,9 @@ def run(argv: list[str]) -> int:
     print(f"wrote {sample(args.workdir, args.num, args.out, args.checkpoint, args.seed)}")
     return 0
   if args.command == "study":
-    from cnn_jax.transfer.study import run_study
-    run_study(args.workdir, args.variant, progress=not args.no_progress)
+    from cnn_jax.transfer.study import Setup, run_study
+    setup = Setup(args.variant, args.base, args.images, args.weights, args.image_size)
+    run_study(args.workdir, setup, progress=not args.no_progress)
     print(f"wrote {os.path.join(args.workdir, 'study.md')} (and study.json, study.png)")
     return 0
   if args.command == "search":
