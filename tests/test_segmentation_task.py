@@ -1,6 +1,7 @@
 """The segmentation task: a CI-sized shapes U-Net run learns more than the background-only
 baseline; the eval command writes its JSON and figures; predict draws a mask on an image
-file; valid-padding logits are matched by cropped masks; bad options fail in one line."""
+file; valid-padding logits are matched by cropped masks; bad options fail in one line; FCN's
+sub-pixel upsampling equals a transposed convolution."""
 
 import json
 import os
@@ -146,3 +147,27 @@ def test_experiments_are_valid_and_their_models_take_their_images(experiment):
   num_classes = 11 if config.dataset.name == "mnist_scenes" else 5
   check_input_shape(build_model(config, num_classes=num_classes), ((size, size, 3),),
                     config.model.name)
+
+
+def test_fcn_upsampling_equals_a_transposed_convolution():
+  """FCN's learned upsampling runs in sub-pixel form (a 3x3 convolution and a pixel
+  shuffle); with any kernel, borders included, it equals ``nn.ConvTranspose``."""
+  import flax.linen as nn
+  from cnn_jax.models.fcn import BilinearUpsample, transpose_padding
+  x = jax.random.normal(jax.random.key(0), (2, 3, 4, 2))
+
+  @jax.jit
+  def both(kernel2, kernel8):
+    pairs = []
+    for factor, kernel in ((2, kernel2), (8, kernel8)):
+      pad = transpose_padding(factor)
+      reference = nn.ConvTranspose(2, (2 * factor, 2 * factor), (factor, factor),
+                                   padding=((pad, pad), (pad, pad)), use_bias=False)
+      pairs.append((BilinearUpsample(factor).apply({"params": {"conv": {"kernel": kernel}}}, x),
+                    reference.apply({"params": {"kernel": kernel}}, x)))
+    return pairs
+
+  kernels = [jax.random.normal(jax.random.key(f), (2 * f, 2 * f, 2, 2)) for f in (2, 8)]
+  for factor, (actual, expected) in zip((2, 8), both(*kernels)):
+    assert actual.shape == expected.shape == (2, 3 * factor, 4 * factor, 2)
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
