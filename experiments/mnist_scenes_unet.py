@@ -27,13 +27,16 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
                                            "loss": "cross_entropy+dice", "dice_weight": 1.0,
                                            "class_weights": (), "ignore_label": -1})
   config.augment = augment_config()  # no flips: mirrored digits are not digits
+  # Upsampling as in shapes_unet.py: resize + 3x3 conv in the full run (2x2 transposed
+  # convolutions painted a checkerboard on the shapes), the CI variant as the tests were sized.
   config.model = ml_collections.ConfigDict({"name": "unet", "depth": 2 if ci else 3,
                                             "base_width": 8 if ci else 16, "padding": "same",
-                                            "upsample": "transpose", "upsample_kernel": 2,
+                                            "upsample": "transpose" if ci else "resize_conv",
+                                            "upsample_kernel": 2 if ci else 3,
                                             "use_batch_norm": True})
   config.optimizer = ml_collections.ConfigDict({"name": "adam", "learning_rate": 3e-3,
                                                 "weight_decay": 0.0})
   config.schedule = ml_collections.ConfigDict({"name": "warmup_cosine", "warmup_epochs": 1})
-  config.train = train_section(epochs=4 if ci else 8, batch_size=8 if ci else 32,
+  config.train = train_section(epochs=4 if ci else 8, batch_size=8 if ci else 16,
                                eval_batch_size=64 if ci else 250, log_every_steps=20)
   return config
