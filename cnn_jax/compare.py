@@ -8,11 +8,13 @@ image, train and inference images/s, compile s, memory, epochs, wall time, test 
 (mean ± std over seeds) -- as ``table.md``, ``table.json`` and ``table.csv``, and plots test
 accuracy against GFLOPs, parameters (log axes) and wall time.
 
-Budgets: ``("epochs", N)`` trains N epochs; ``("minutes", M)`` gives each model about M
-minutes of training steps, converted to whole epochs (at least one) from its measured
-training throughput: the loop stops at epoch ends, so evaluation and compilation come on
-top. The chosen epochs are recorded in ``<workdir>/plan.json``, so a re-run resumes the same
-runs; finished runs are skipped (their saved test results are read back).
+Budgets: ``("epochs", N)`` trains N epochs; ``("minutes", M)`` gives each model M minutes of
+training steps: M x 60 s x its benchmarked training steps/s, a step count the run ends at
+(``train.max_steps``, mid-epoch if need be) and its cosine schedule decays over
+(``schedule.decay_steps``); compilation and evaluation come on top. The step counts (and
+epochs) are recorded in ``<workdir>/plan.json`` and fixed in each run's config, so a re-run
+resumes the same runs exactly (the clock is not read again); finished runs are skipped
+(their saved test results are read back).
 
 Every family has one recipe (:data:`RECIPES`, printed with the table): SGD with Nesterov
 momentum 0.9 at batch 128 and a warmup-cosine schedule, 4-pixel translation and horizontal
@@ -47,9 +49,11 @@ DEFAULT_MODELS = ("lenet5", "alexnet_cifar", "vgg11_bn_cifar", "nin_cifar", "goo
 BUDGET_KINDS = ("epochs", "minutes")
 BATCH_SIZE = 128
 
-# The CIFAR-10 section (cifar10_jpeg.npz of the shared data, its own 10k test split).
+# The CIFAR-10 section (cifar10_jpeg.npz of the shared data): 49,000 training and 1,000
+# validation images (a CPU evaluates the larger models at tens of images/s), its own 10k test
+# split.
 CIFAR10 = {"name": "cifar10_jpeg", "file": "cifar10_jpeg.npz", "data_dir": "", "image_size": 0,
-           "resize": "bilinear", "normalize": "cifar10", "val_fraction": 5000,
+           "resize": "bilinear", "normalize": "cifar10", "val_fraction": 1000,
            "test_fraction": 0.0}
 # --quick: a stratified training subset, validation and test both from the training images;
 # benchmarks at a smaller batch (a CPU needs seconds per step of the larger models).
@@ -101,9 +105,11 @@ def dataset_section(dataset: str, quick: bool, image_size: int = 32) -> ml_colle
                       f"got {dataset!r}.") from None
 
 
-def run_config(model: str, dataset: ml_collections.ConfigDict, epochs: int, seed: int,
-               num_devices: int = 0) -> ml_collections.ConfigDict:
-  """The experiment config of one comparison run: ``model`` under its family's recipe."""
+def run_config(model: str, dataset: ml_collections.ConfigDict, epochs: float, seed: int,
+               num_devices: int = 0, max_steps: int = 0) -> ml_collections.ConfigDict:
+  """The experiment config of one comparison run: ``model`` under its family's recipe,
+  ``epochs`` long (a fraction for a run that ``max_steps`` > 0 ends mid-epoch); the warmup
+  is the first fifth of the run, at most one epoch."""
   recipe = recipe_for(model)
   config = ml_collections.ConfigDict()
   config.seed = seed
@@ -115,9 +121,12 @@ def run_config(model: str, dataset: ml_collections.ConfigDict, epochs: int, seed
       "weight_decay": recipe.weight_decay})
   config.schedule = ml_collections.ConfigDict({"name": "warmup_cosine",
                                                "warmup_epochs": min(1.0, epochs / 5)})
-  config.train = config_lib.train_section(epochs=epochs, batch_size=BATCH_SIZE,
+  config.train = config_lib.train_section(epochs=math.ceil(epochs), batch_size=BATCH_SIZE,
                                           eval_batch_size=500, num_devices=num_devices,
                                           progress=False)
+  if max_steps:
+    config.train.max_steps = max_steps
+    config.schedule.decay_steps = max_steps
   return config
 
 
@@ -176,11 +185,13 @@ def _train_split_size(dataset: ml_collections.ConfigDict, seed: int) -> int:
   return data_lib.prepare(config, None).sizes()["train"]
 
 
-def plan_epochs(models: list[str], budget: tuple[str, float], workdir: str,
-                measurements: dict, dataset: ml_collections.ConfigDict) -> dict[str, int]:
-  """Epochs per model: the budget itself, or minutes turned into epochs with each model's
-  measured training images/s. Kept in ``<workdir>/plan.json`` (a re-run reuses it; a
-  different budget there is a ConfigError)."""
+def plan_runs(models: list[str], budget: tuple[str, float], workdir: str,
+              measurements: dict, dataset: ml_collections.ConfigDict) -> dict[str, dict]:
+  """``{model: {"epochs": E, "max_steps": S}}``: the budget's epochs (``S`` 0), or minutes
+  turned into ``S`` training steps with each model's benchmarked training images/s (``E``
+  the fraction of an epoch they make, rounded to 3 places; at least one step). Kept in
+  ``<workdir>/plan.json`` (a re-run reuses it; a different budget there is a
+  ConfigError)."""
   path = os.path.join(workdir, "plan.json")
   plan = _read_json(path) if os.path.exists(path) else {"budget": list(budget), "epochs": {}}
   if tuple(plan["budget"]) != tuple(budget):
@@ -188,16 +199,19 @@ def plan_epochs(models: list[str], budget: tuple[str, float], workdir: str,
                       f"{plan['budget'][1]:g}, not {budget[0]} {budget[1]:g}; repeat that "
                       "budget to resume it, or use a new --workdir.")
   kind, amount = budget
+  steps = plan.setdefault("steps", {})
   missing = [m for m in models if m not in plan["epochs"]]
   train_size = _train_split_size(dataset, 0) if kind == "minutes" and missing else 0
   for model in missing:
     if kind == "epochs":
-      plan["epochs"][model] = int(amount)
+      plan["epochs"][model], steps[model] = int(amount), 0
     else:
       images_per_s = measurements[model]["train"]["images_per_s"]["median"]
-      plan["epochs"][model] = max(1, math.floor(amount * 60 * images_per_s / train_size))
+      steps[model] = max(1, math.floor(amount * 60 * images_per_s / BATCH_SIZE))
+      per_epoch = train_size // BATCH_SIZE
+      plan["epochs"][model] = round(steps[model] / per_epoch, 3)
   _write_json(path, plan)
-  return plan["epochs"]
+  return {m: {"epochs": plan["epochs"][m], "max_steps": steps.get(m, 0)} for m in models}
 
 
 def train_run(config: ml_collections.ConfigDict, run_dir: str) -> dict:
@@ -210,11 +224,14 @@ def train_run(config: ml_collections.ConfigDict, run_dir: str) -> dict:
     result = _read_json(done)
     if result["config"] == config_lib.to_dict(config):
       return result
+  start = time.perf_counter()
   outcome = train(config, run_dir)
+  run_s = time.perf_counter() - start
   history = read_history(run_dir)
   result = {"config": config_lib.to_dict(config),
             "test_accuracy": float(outcome["test"]["accuracy"]),
-            "epochs": len(history), "wall_s": sum(row["epoch_time_s"] for row in history)}
+            "epochs": history[-1]["epoch"], "steps": history[-1]["step"],
+            "wall_s": sum(row["epoch_time_s"] for row in history), "run_s": run_s}
   _write_json(done, result)
   return result
 
@@ -241,6 +258,8 @@ def table_row(model: str, measurement: dict, runs: list[dict], errors: list[str]
       "memory_mb": memory, "memory_measured": measured,
       "epochs": statistics.mean([r["epochs"] for r in runs]) if runs else None,
       "wall_s": statistics.mean([r["wall_s"] for r in runs]) if runs else None,
+      "run_s": statistics.mean([r["run_s"] for r in runs]) if runs and all(
+          "run_s" in r for r in runs) else None,
       "test_accuracy_mean": mean, "test_accuracy_std": std, "test_accuracies": accuracies,
       "seeds": len(runs), "errors": errors,
   }
@@ -250,11 +269,12 @@ def _fmt(value, spec: str) -> str:
   return "-" if value is None else format(value, spec)
 
 
-def markdown_table(rows: list[dict], device: str, bench_batch_size: int) -> str:
-  """The rows as a markdown table, with the recipes and what the columns mean below it."""
+def markdown_table(rows: list[dict], device: str, bench_batch_size: int, budget: str) -> str:
+  """The rows as a markdown table, with the budget, the recipes and what the columns mean
+  below it."""
   lines = ["| model | params | GFLOPs/img | train img/s | infer img/s | compile s | memory MiB "
-           "| epochs | wall s | test accuracy |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| epochs | wall s | run s | test accuracy |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for r in rows:
     memory = _fmt(r["memory_mb"], ",.0f") + ("" if r["memory_measured"] else "*")
     accuracy = ("failed" if r["test_accuracy_mean"] is None
@@ -263,27 +283,30 @@ def markdown_table(rows: list[dict], device: str, bench_batch_size: int) -> str:
     lines.append(
         f"| {r['model']} | {r['params']:,} | {_fmt(r['gflops_per_image'], '.4f')} | "
         f"{r['train_images_per_s']:,.0f} | {r['infer_images_per_s']:,.0f} | "
-        f"{r['compile_s']:.1f} | {memory} | {_fmt(r['epochs'], 'g')} | {_fmt(r['wall_s'], '.0f')} "
-        f"| {accuracy} |")
-  lines += ["", f"Device: {device}. GFLOPs/img: XLA's count of the inference step / batch. "
-            f"img/s: bench medians at batch {bench_batch_size} on synthetic data. compile s: tracing + XLA "
+        f"{r['compile_s']:.1f} | {memory} | {_fmt(r['epochs'], 'g')} | "
+        f"{_fmt(r['wall_s'], '.0f')} | {_fmt(r['run_s'], '.0f')} | {accuracy} |")
+  lines += ["", f"Budget: {budget} per model and seed. Device: {device}. GFLOPs/img: XLA's "
+            f"count of the inference step / batch. img/s: bench medians at batch "
+            f"{bench_batch_size} on synthetic data. compile s: tracing + XLA "
             "compilation of the train step. memory: measured device peak, or (*) XLA's "
             "estimate of the train step (arguments + temporaries) where the device "
-            "reports none. wall s: training epochs including validation (the first includes "
-            "compilation). Accuracy: mean ± std over seeds.", "", "Recipes:"]
+            "reports none. epochs: trained (a fraction: the run ended mid-epoch). wall s: "
+            "training epochs including validation (the first includes compilation). run s: "
+            "the whole run (data, compilation, training, test evaluation and figures; this "
+            "call's). Accuracy: mean ± std over seeds.", "", "Recipes:"]
   lines += [f"- {r['model']}: {r['recipe']}" for r in rows]
   lines += [f"- {r['model']} failed: {e}" for r in rows for e in r["errors"]]
   return "\n".join(lines) + "\n"
 
 
-def write_tables(rows: list[dict], out_dir: str, device: str,
-                 bench_batch_size: int) -> dict[str, str]:
+def write_tables(rows: list[dict], out_dir: str, device: str, bench_batch_size: int,
+                 budget: str) -> dict[str, str]:
   """``table.md``, ``table.json`` and ``table.csv`` in ``out_dir``; returns their paths."""
   paths = {ext: os.path.join(out_dir, f"table.{ext}") for ext in ("md", "json", "csv")}
   with config_lib.atomic_write(paths["md"]) as f:
-    f.write(markdown_table(rows, device, bench_batch_size))
+    f.write(markdown_table(rows, device, bench_batch_size, budget))
   _write_json(paths["json"], {"device": device, "bench_batch_size": bench_batch_size,
-                              "rows": rows})
+                              "budget": budget, "rows": rows})
   columns = [k for k in rows[0] if k not in ("test_accuracies", "errors")]
   with config_lib.atomic_write(paths["csv"]) as f:
     writer = csv.DictWriter(f, columns, extrasaction="ignore")
@@ -369,16 +392,19 @@ def compare(models: list[str], *, dataset: str = "cifar10", budget=None,
     say(f"bench {model} (train and inference steps) ...")
     measurements[model] = measure(model, workdir, image_shape, num_classes, seconds,
                                   bench_batch_size, num_devices)
-  epochs = plan_epochs(models, budget, workdir, measurements, section)
+  plan = plan_runs(models, budget, workdir, measurements, section)
   rows = []
   for model in models:
     runs, errors = [], []
     for seed in range(seeds):
       run_dir = os.path.join(workdir, "runs", f"{model}-seed{seed}")
-      say(f"train {model} seed {seed}: {epochs[model]} epoch(s) in {run_dir} ...")
+      steps = f", {plan[model]['max_steps']} steps" if plan[model]["max_steps"] else ""
+      say(f"train {model} seed {seed}: {plan[model]['epochs']:g} epoch(s){steps} in "
+          f"{run_dir} ...")
       start = time.perf_counter()
       try:
-        config = run_config(model, section, epochs[model], seed, num_devices)
+        config = run_config(model, section, plan[model]["epochs"], seed, num_devices,
+                            plan[model]["max_steps"])
         runs.append(train_run(config, run_dir))
       except CnnJaxError as e:  # e.g. a diverged run: recorded, the others still run
         errors.append(f"seed {seed}: {e}")
@@ -389,7 +415,9 @@ def compare(models: list[str], *, dataset: str = "cifar10", budget=None,
     rows.append(table_row(model, measurements[model], runs, errors))
   device = measurements[models[0]]["train"]["device"]
   device_text = f"{device['kind']} ({device['host_cpu']}, {device['host_cores']} cores)"
-  tables = write_tables(rows, workdir, device_text, bench_batch_size)
+  budget_text = f"{budget[1]:g} {budget[0]}" + (
+      " of training steps (from the benchmarked step time)" if budget[0] == "minutes" else "")
+  tables = write_tables(rows, workdir, device_text, bench_batch_size, budget_text)
   data_text = f"{dataset}{' (quick subset)' if quick else ''}"
   plots = {name: plot_accuracy(rows, os.path.join(workdir, f"accuracy_vs_{name}.png"), key,
                                label, log_x, f"Test accuracy vs {label.split(' (')[0]}: "

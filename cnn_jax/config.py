@@ -226,6 +226,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       ("train.log_every_steps", lambda v: _is_count(v) and v >= 1, "an integer >= 1"),
       ("train.checkpoint_every_steps", lambda v: _is_count(v) and v >= 0,
        "an integer >= 0 (0: at epoch ends only)"),
+      ("train.max_steps", lambda v: _is_count(v) and v >= 0,
+       "an integer >= 0 (0: train.epochs whole epochs)"),
       ("train.best_mode", lambda v: v in ("min", "max", "auto"), "'min', 'max' or 'auto'"),
       ("optimizer.learning_rate", lambda v: _is_number(v) and v > 0, "a number > 0"),
       ("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
@@ -237,3 +239,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   ]
   for key, ok, allowed in checks:
     _check(config, key, ok, allowed)
+  max_steps = config.train.get("max_steps") if "train" in config else 0
+  schedule = config.get("schedule") or {}
+  if (max_steps and schedule.get("name") in ("cosine", "warmup_cosine")
+      and schedule.get("decay_steps") != max_steps):
+    raise ConfigError(f"train.max_steps={max_steps} needs schedule.decay_steps={max_steps}, so "
+                      "the learning rate decays within the run; add it to the config file.")

@@ -249,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "images; benchmark at batch 32")
   p.add_argument("--workdir", default="runs/compare", metavar="DIR",
                  help="runs, benchmarks, tables and plots; re-running skips finished runs")
+  p.add_argument("--bench-seconds", type=float, metavar="S",
+                 help="timing budget of each benchmark (default 1 with --quick, else 10)")
   p = command("features")
   p.add_argument("--workdir", required=True, metavar="DIR",
                  help="run directory of a classification train command")
@@ -352,7 +354,7 @@ def run(argv: list[str]) -> int:
     models = args.models.split(",") if args.models else DEFAULT_MODELS
     result = compare([m.strip() for m in models if m.strip()], dataset=args.dataset,
                      budget=args.budget, seeds=args.seeds, quick=args.quick,
-                     workdir=args.workdir)
+                     workdir=args.workdir, bench_seconds=args.bench_seconds)
     with open(result["tables"]["md"]) as f:
       print(f.read())
     print(f"wrote {', '.join([*result['tables'].values(), *result['plots'].values()])}")

@@ -77,16 +77,28 @@ def test_measure_caches_the_bench_results(lenet_bench, tmp_path_factory):
   assert row["memory_mb"] > 0 and row["wall_s"] == 4.0
 
 
+# Steps of 128 of the quick subset (500 images: 3 per epoch) the minutes budget buys.
+BUDGET_STEPS = 5
+
+
 @pytest.fixture(scope="module")
-def comparison(tmp_path_factory, lenet_bench):
-  """Two tiny models compared on digits; benchmarks reuse lenet5's real results (timing
-  other models again would only add compilation time to the suite)."""
+def budget(lenet_bench):
+  """A minutes budget worth :data:`BUDGET_STEPS` steps at lenet5's benchmarked speed."""
+  images_per_s = lenet_bench["train"]["images_per_s"]["median"]
+  return ("minutes", (BUDGET_STEPS + 0.5) * 128 / images_per_s / 60)
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory, lenet_bench, budget):
+  """Two tiny models compared on digits under a minutes budget that ends mid-epoch;
+  benchmarks reuse lenet5's real results (timing other models again would only add
+  compilation time to the suite)."""
   import cnn_jax.bench
   workdir = str(tmp_path_factory.mktemp("compare"))
   fake = lambda name, mode, **kw: {**lenet_bench[mode], "model": name}  # noqa: E731
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(cnn_jax.bench, "benchmark", fake)
-    result = compare(["lenet5", "simple_cnn"], dataset="digits", budget=("epochs", 1),
+    result = compare(["lenet5", "simple_cnn"], dataset="digits", budget=budget,
                      quick=True, workdir=workdir, num_devices=1, progress=None)
   return workdir, result
 
@@ -96,15 +108,18 @@ def test_compare_writes_the_table_and_plots(comparison):
   rows = {r["model"]: r for r in result["rows"]}
   assert list(rows) == ["lenet5", "simple_cnn"]
   lenet = rows["lenet5"]
-  assert lenet["params"] == 61_706 and lenet["epochs"] == 1 and lenet["seeds"] == 1
+  assert lenet["params"] == 61_706 and lenet["seeds"] == 1
+  assert lenet["epochs"] == pytest.approx(BUDGET_STEPS / 3, abs=1e-3)  # ended mid-epoch
   assert lenet["gflops_per_image"] > 0
-  assert lenet["train_images_per_s"] > 0 and lenet["compile_s"] > 0 and lenet["wall_s"] > 0
+  assert lenet["train_images_per_s"] > 0 and lenet["compile_s"] > 0
+  assert lenet["run_s"] > lenet["wall_s"] > 0  # the run adds setup and test evaluation
   assert 0.0 <= lenet["test_accuracy_mean"] <= 1.0 and lenet["test_accuracy_std"] == 0.0
   with open(os.path.join(workdir, "runs", "lenet5-seed0", "eval", "test.json")) as f:
     assert json.load(f)["accuracy"] == pytest.approx(lenet["test_accuracy_mean"])
   with open(result["tables"]["md"]) as f:
     markdown = f.read()
   assert "| lenet5 | 61,706 |" in markdown and "Recipes:" in markdown
+  assert "minutes of training steps (from the benchmarked step time) per model" in markdown
   with open(result["tables"]["csv"]) as f:
     assert [r["model"] for r in csv.DictReader(f)] == ["lenet5", "simple_cnn"]
   with open(result["tables"]["json"]) as f:
@@ -114,7 +129,33 @@ def test_compare_writes_the_table_and_plots(comparison):
       assert image.size[0] > 400 and np.asarray(image.convert("L")).std() > 10  # not blank
 
 
-def test_rerun_skips_finished_work_and_refuses_another_budget(comparison, monkeypatch):
+def test_minutes_budget_ends_mid_epoch_and_resumes_exactly(comparison, tmp_path):
+  """The run stops at the planned step with its schedule decayed, the partial epoch logged;
+  a run interrupted at the epoch end and resumed ends with the same parameters."""
+  from cnn_jax.train.logging import read_history
+  from cnn_jax.train.loop import fit
+  from cnn_jax.train.session import load_run
+  run_dir = os.path.join(comparison[0], "runs", "lenet5-seed0")
+  history = read_history(run_dir)
+  assert [r["step"] for r in history] == [3, BUDGET_STEPS]
+  assert history[-1]["epoch"] == pytest.approx(BUDGET_STEPS / 3, abs=1e-3)
+  assert history[-1]["learning_rate"] == pytest.approx(0.0, abs=1e-9)
+  session, full, _, _ = load_run(run_dir, "latest")
+  config = session.config
+  assert config.train.max_steps == BUDGET_STEPS == int(full.step)
+  assert fit(config, str(tmp_path), on_epoch=lambda row: True).state.step == 3
+  resumed = fit(config, str(tmp_path)).state
+  assert int(resumed.step) == BUDGET_STEPS
+  for a, b in zip(jax.tree.leaves(full.nets["net"].params),
+                  jax.tree.leaves(resumed.nets["net"].params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  config.schedule.decay_steps = BUDGET_STEPS + 1
+  with pytest.raises(ConfigError, match="schedule.decay_steps"):
+    fit(config, str(tmp_path / "other"))
+
+
+def test_rerun_skips_finished_work_and_refuses_another_budget(comparison, budget,
+                                                              monkeypatch):
   workdir, first = comparison
   import cnn_jax.bench
   import cnn_jax.experiment
@@ -124,10 +165,10 @@ def test_rerun_skips_finished_work_and_refuses_another_budget(comparison, monkey
 
   monkeypatch.setattr(cnn_jax.experiment, "train", fail)
   monkeypatch.setattr(cnn_jax.bench, "benchmark", fail)
-  again = compare(["lenet5", "simple_cnn"], dataset="digits", budget=("epochs", 1), quick=True,
+  again = compare(["lenet5", "simple_cnn"], dataset="digits", budget=budget, quick=True,
                   workdir=workdir, num_devices=1, progress=None)
   assert again["rows"] == first["rows"]
-  with pytest.raises(ConfigError, match="budget epochs 1"):
+  with pytest.raises(ConfigError, match="budget minutes"):
     compare(["lenet5"], dataset="digits", budget=("epochs", 2), quick=True, workdir=workdir,
             num_devices=1, progress=None)
 
@@ -159,3 +200,65 @@ def test_feature_helpers():
 def test_compare_needs_a_budget_unless_quick():
   with pytest.raises(CnnJaxError, match="needs a budget"):
     compare(["lenet5"], progress=None)
+
+
+def test_patch_whitening_is_computed_once_and_frozen():
+  """The first training call whitens the batch's 2x2 patches (identity covariance up to
+  eps), later calls keep that kernel; the bias has a gradient only for its training steps."""
+  from cnn_jax.models.airbench import PatchWhitening, image_patches
+  rng = np.random.default_rng(0)
+  mixing = np.array([[1.0, 0.8, 0.2], [0.0, 0.6, 0.5], [0.0, 0.0, 0.3]], np.float32)
+  x = jnp.asarray(rng.normal(size=(16, 9, 9, 3)).astype(np.float32) @ mixing)
+  layer = PatchWhitening(eps=1e-6, bias_train_steps=1)
+  variables = layer.init(jax.random.PRNGKey(0), x)
+  assert not np.any(layer.apply(variables, x))  # no kernel before the first training step
+  y, first = layer.apply(variables, x, train=True, mutable=["whitening"])
+  assert y.shape == (16, 8, 8, 24) and int(first["whitening"]["steps"]) == 1
+  whitened = np.asarray(y[..., :12]).reshape(-1, 12)
+  np.testing.assert_allclose(whitened.T @ whitened / len(whitened), np.eye(12), atol=1e-3)
+  np.testing.assert_allclose(y[..., 12:], -y[..., :12], atol=1e-6)
+  assert image_patches(x, 2).shape == (16, 8, 8, 12)
+  trained = {**variables, **first}
+  _, second = layer.apply(trained, 2 * x + 1, train=True, mutable=["whitening"])
+  np.testing.assert_array_equal(second["whitening"]["kernel"], first["whitening"]["kernel"])
+
+  def bias_grad(state):
+    loss = lambda params: layer.apply({**state, "params": params}, x, train=True,  # noqa: E731
+                                      mutable=["whitening"])[0].sum()
+    return jax.grad(loss)(state["params"])["bias"]
+  assert np.abs(bias_grad(variables)).max() > 0 and not np.any(bias_grad(trained))
+
+
+def test_flip_average_scores_mirrored_views(comparison):
+  """Off (the default), the eval step scores one view; on, the mean logits of the image and
+  its mirror image."""
+  from cnn_jax.train.session import load_run
+  session, state, _, _ = load_run(os.path.join(comparison[0], "runs", "lenet5-seed0"))
+  task, split = session.task, session.data.splits["test"]
+  batch = {"image": jnp.asarray(split["image"][:6]), "label": jnp.asarray(split["label"][:6]),
+           "valid": jnp.ones(6, bool)}
+  assert task.opts["flip_average"] is False
+  logits = lambda images: task.predict(state, task.prepare_batch(  # noqa: E731
+      None, {**batch, "image": images}, train=False))[0]
+  plain = task.eval_step(state, batch)[1]["probabilities"]
+  np.testing.assert_allclose(plain, jax.nn.softmax(logits(batch["image"])), rtol=1e-6)
+  task.opts = {**task.opts, "flip_average": True}
+  averaged = task.eval_step(state, batch)[1]["probabilities"]
+  expected = jax.nn.softmax((logits(batch["image"]) + logits(batch["image"][:, :, ::-1])) / 2)
+  np.testing.assert_allclose(averaged, expected, rtol=1e-5, atol=1e-7)
+  assert not np.allclose(averaged, plain)
+
+
+@pytest.mark.parametrize("variant", ["", "cpu"])
+def test_speedrun_config(variant):
+  from cnn_jax.config import load_config, validate
+  config = load_config(f"experiments/cifar10_speedrun.py:{variant}")
+  validate(config)
+  assert config.model.name == "airbench_cifar" and config.task.flip_average
+  assert 0 < config.model.whiten_bias_steps
+  model = create("airbench_cifar", widths=tuple(config.model.widths))
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3)))
+  assert variables["whitening"]["whiten"]["kernel"].shape == (2, 2, 3, 24)
+  logits, features = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 32, 32, 3))),
+                                    variables)
+  assert logits.shape == (2, 10) and features["pre_logits"].shape == (2, config.model.widths[-1])

@@ -33,6 +33,7 @@ from cnn_jax.models import (alexnet, cifar_resnet, googlenet, inception_v3, lene
 from cnn_jax.models import autoencoder, cyclegan, gan  # noqa: E402,F401
 from cnn_jax.models import detector  # noqa: E402,F401
 from cnn_jax.models import fcn, unet  # noqa: E402,F401
+from cnn_jax.models import airbench  # noqa: E402,F401
 
 
 def create(name: str, **options) -> nn.Module:

@@ -48,9 +48,14 @@ def build_model(config, **fixed):
 
 @TASKS.register("classification")
 class ClassificationTask(SupervisedTask):
-  """``K`` logits, softmax cross-entropy (``train.label_smoothing``), argmax prediction."""
+  """``K`` logits, softmax cross-entropy (``train.label_smoothing``), argmax prediction.
+
+  ``task.flip_average``: evaluation scores the mean of the logits of each image and of its
+  mirror image (test-time flip augmentation; training is unchanged).
+  """
   name = "classification"
   inputs = {"image": "image", "label": "label"}
+  options = {"flip_average": False}
   primary_metric = ("val_accuracy", "max")
 
   def num_outputs(self) -> int:
@@ -82,6 +87,9 @@ class ClassificationTask(SupervisedTask):
   def eval_step(self, state, batch):
     batch = self.prepare_batch(None, batch, train=False)
     logits, _ = self.predict(state, batch)
+    if self.opts.get("flip_average"):
+      mirrored, _ = self.predict(state, {**batch, "input": batch["input"][:, :, ::-1]})
+      logits = (logits + mirrored) / 2
     stats = metrics_lib.update(metrics_lib.ClassificationStats.empty(len(self.class_names)),
                                self.decide(logits), batch["label"], batch["valid"],
                                self.eval_loss(logits, batch["label"]))
@@ -138,7 +146,7 @@ class BinaryTask(ClassificationTask):
   """One sigmoid output, binary cross-entropy; class 1 is the positive one and
   ``task.threshold`` the probability at or above which an example is predicted positive."""
   name = "binary"
-  options = {"threshold": 0.5}
+  options = {**ClassificationTask.options, "threshold": 0.5}
 
   def __init__(self, config, data, **kwargs):
     super().__init__(config, data, **kwargs)

@@ -2,10 +2,13 @@
 
 ``fit(config, workdir)``: check the workdir -> build the session (data, task, networks,
 state) -> restore the newest good checkpoint if any -> jit-compiled, data-parallel steps
-of the task -> per-epoch validation, logs and checkpoints. Re-running it on the same
-workdir resumes and ends with exactly the same parameters and metrics as an uninterrupted
-run. The loop knows nothing about classification: it sums the ``(sum, count)`` metrics the
-task's step returns and logs them as ``train_<name>`` / ``val_<name>``.
+of the task -> per-epoch validation, logs and checkpoints. ``train.max_steps`` (> 0) ends
+the run after that many steps instead of ``train.epochs`` epochs, mid-epoch if need be (the
+last, partial epoch is validated, logged and checkpointed like a whole one). Re-running it
+on the same workdir resumes and ends with exactly the same parameters and metrics as an
+uninterrupted run. The loop knows nothing about classification: it sums the ``(sum,
+count)`` metrics the task's step returns and logs them as ``train_<name>`` /
+``val_<name>``.
 """
 
 import dataclasses
@@ -120,7 +123,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str,
   if is_main:
     workdir_lib.save_config(config, workdir)  # only once the run can start
   tcfg, data, mesh, task = config.train, session.data, session.mesh, session.task
-  per_epoch, total_steps = session.steps_per_epoch, session.total_steps
+  per_epoch = session.steps_per_epoch
+  total_steps = tcfg.get("max_steps") or session.total_steps
 
   checkpoints = checkpoints_for(session, workdir)
   state, data_state = session.state, {"next_index": 0}
@@ -160,7 +164,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str,
       progress.update(step, tcfg.batch_size,
                       task.progress_metrics(means(state.totals)) if show else None)
       epoch = step // per_epoch
-      if step % per_epoch == 0:
+      if step % per_epoch == 0 or step == total_steps:
+        epoch = epoch if step % per_epoch == 0 else round(step / per_epoch, 3)
         train_metrics = means(state.totals)
         _check_finite(train_metrics, "training metrics", epoch, checkpoints)
         val_metrics = session.evaluator.metrics(state, data.splits["val"])
@@ -173,7 +178,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str,
         log.write(row)
         shown = ["  ".join(f"{k} {v:.4f}" for k, v in task.progress_metrics(part).items())
                  for part in (train_metrics, val_metrics)]
-        progress.write(f"epoch {epoch}/{tcfg.epochs}  train {shown[0]}  |  val {shown[1]}")
+        progress.write(f"epoch {epoch}/{round(total_steps / per_epoch, 3):g}  train {shown[0]}  |  "
+                       f"val {shown[1]}")
         state = state.replace(totals=jax.tree.map(jnp.zeros_like, state.totals))
         checkpoints.save(step, state, train_iter.get_state(), {**meta, "epoch": epoch},
                          metrics={k: v for k, v in row.items()
