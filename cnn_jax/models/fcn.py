@@ -12,7 +12,8 @@ are then brought back to the input resolution:
 * FCN-8s: as FCN-16s, then 2x, plus the scores of the stride-8 map, then 8x.
 
 With ``upsample="transpose"`` (the paper's) every upsampling is a learned transposed
-convolution of kernel ``2f`` and stride ``f`` initialised to bilinear interpolation, and
+convolution of kernel ``2f`` and stride ``f`` initialised to bilinear interpolation
+(computed in its sub-pixel form, :class:`BilinearUpsample`), and
 the skip scores start at zero, so training starts from the coarse prediction. Any method
 of :mod:`cnn_jax.models.upsample` can be chosen instead.
 
