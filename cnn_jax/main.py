@@ -291,7 +291,6 @@ def run(argv: list[str]) -> int:
     return 0
   if args.command == "eval":
     from cnn_jax.evaluate.run import evaluate_run
-    from cnn_jax.transfer import features  # noqa: F401  (registers feature_classification)
     results = evaluate_run(args.workdir, checkpoint=args.checkpoint, split=args.split)
     print(f"{args.split} (step {results['checkpoint_step']}): {results['summary']}  "
           f"wrote {results['json_path']}")

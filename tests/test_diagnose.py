@@ -111,3 +111,21 @@ def test_advice_points_at_the_kept_best_checkpoint_by_the_primary_metric():
   assert d.best_epoch == 4  # by val_accuracy, not by the lowest validation loss (epoch 3)
   assert "step 40 (epoch 4, val_accuracy 0.7500)" in d.advice[-1]
   assert "--checkpoint best" in d.advice[-1]
+
+
+def test_pixel_accuracy_of_a_segmentation_run_is_judged():
+  rows = history(train_loss=[1.0, 0.5, 0.3, 0.2, 0.1], val_loss=[1.0, 0.6, 0.5, 0.5, 0.52])
+  for row, (train, val) in zip(rows, [(0.7, 0.7), (0.85, 0.78), (0.95, 0.8), (0.98, 0.8),
+                                      (0.99, 0.8)]):
+    row.update(train_pixel_accuracy=train, val_pixel_accuracy=val)
+  d = diagnose(rows, primary=("val_miou", "max"), accuracy="pixel_accuracy")
+  assert d.verdict == "overfitting"
+  assert "train pixel accuracy averages 0.973" in d.explanation
+  assert diagnose(rows).verdict == "good fit"  # by "accuracy", which this run never logged
+  assert "accuracy was not logged" in diagnose(rows).explanation
+
+
+def test_a_task_without_accuracy_is_judged_by_its_losses():
+  d = diagnose(history([0.8, 0.3, 0.15, 0.1], [0.5, 0.25, 0.14, 0.11]), accuracy=None)
+  assert d.verdict == "good fit"
+  assert "not logged" not in d.explanation

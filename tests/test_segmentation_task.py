@@ -53,6 +53,10 @@ def test_ci_run_beats_background_baseline_then_eval_and_predict(tmp_path):
   assert test["miou"] > background_share / len(confusion) + 0.05
   assert foreground_iou > 0.4
   assert len(test["per_class"]["iou"]) == len(confusion) == 5
+  # the diagnosis judges the pixel accuracy the run logged
+  history = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert result["diagnosis"].evidence["final_train_accuracy"] == history[-1][
+      "train_pixel_accuracy"]
 
   evaluated = evaluate_run(workdir, split="val")
   with open(evaluated["json_path"]) as f:

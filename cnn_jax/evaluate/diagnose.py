@@ -15,6 +15,9 @@ The rules, in order (each threshold is a keyword of :func:`diagnose`):
 3. **underfitting**: the recent train accuracy is below ``min_train_accuracy``; it is
    called "not learning at all" when it is within ``chance_margin`` of chance
    (``1 / num_classes``). Without accuracies in the history this rule is skipped.
+
+"Accuracy" is the metric named by ``accuracy`` (``train_<name>`` and ``val_<name>`` in the
+history): ``"accuracy"`` for classifiers, ``"pixel_accuracy"`` for segmentation.
 4. **good fit** otherwise.
 
 The advice names the run's best checkpoint by its primary metric (the one the best
@@ -93,7 +96,7 @@ def _best_checkpoint_advice(rows: list[dict], primary: tuple[str, str],
 
 def diagnose(history: list[dict], *, num_classes: int | None = None,
              primary: tuple[str, str] = ("val_loss", "min"), checkpoints: dict | None = None,
-             min_epochs: int = 3,
+             accuracy: str | None = "accuracy", min_epochs: int = 3,
              window: int = 3, max_accuracy_gap: float = 0.10, max_val_loss_rise: float = 0.10,
              min_train_accuracy: float = 0.80, chance_margin: float = 0.05) -> Diagnosis:
   """Says whether a run over- or underfits, from its per-epoch history.
@@ -105,6 +108,8 @@ def diagnose(history: list[dict], *, num_classes: int | None = None,
     primary: ``(metric, "max" | "min")``, the run's primary metric.
     checkpoints: ``{"best": step, "steps_per_epoch": n}`` of the kept checkpoints; the
       advice then points at the best kept one.
+    accuracy: the accuracy-like metric the rules compare (``None``: the task has none, and
+      only the losses are judged).
     min_epochs: fewer epochs with finite train and validation loss give "not enough data".
     window: how many final epochs are averaged for the recent metrics.
     max_accuracy_gap: train minus validation accuracy above this is overfitting.
@@ -160,22 +165,25 @@ def diagnose(history: list[dict], *, num_classes: int | None = None,
     ev["val_loss_rise"] = (ev["val_loss_after_best"] - best["val_loss"]) / max(
         best["val_loss"], 1e-12)
     train_still_falling = _mean(after, "train_loss") < best["train_loss"]
-  has_acc = all(_finite(r, "train_accuracy") and _finite(r, "val_accuracy") for r in recent)
+  train_acc, val_acc = f"train_{accuracy}", f"val_{accuracy}"
+  has_acc = accuracy is not None and all(_finite(r, train_acc) and _finite(r, val_acc)
+                                         for r in recent)
   if has_acc:
-    ev["final_train_accuracy"] = rows[-1]["train_accuracy"]
-    ev["final_val_accuracy"] = rows[-1]["val_accuracy"]
-    ev["recent_train_accuracy"] = _mean(recent, "train_accuracy")
-    ev["recent_val_accuracy"] = _mean(recent, "val_accuracy")
+    ev["final_train_accuracy"] = rows[-1][train_acc]
+    ev["final_val_accuracy"] = rows[-1][val_acc]
+    ev["recent_train_accuracy"] = _mean(recent, train_acc)
+    ev["recent_val_accuracy"] = _mean(recent, val_acc)
     ev["accuracy_gap"] = ev["recent_train_accuracy"] - ev["recent_val_accuracy"]
   if num_classes:
     ev["chance_accuracy"] = 1.0 / num_classes
+  label = (accuracy or "").replace("_", " ")
   span = f"the last {len(recent)} epochs"
 
   reasons = []
   if has_acc and ev["accuracy_gap"] > max_accuracy_gap:
     reasons.append(
-        f"over {span} train accuracy averages {ev['recent_train_accuracy']:.3f} but "
-        f"validation accuracy only {ev['recent_val_accuracy']:.3f}, a gap of "
+        f"over {span} train {label} averages {ev['recent_train_accuracy']:.3f} but "
+        f"validation {label} only {ev['recent_val_accuracy']:.3f}, a gap of "
         f"{ev['accuracy_gap']:.3f} (limit {max_accuracy_gap:.2f})")
   if ev["val_loss_rise"] > max_val_loss_rise and train_still_falling:
     reasons.append(
@@ -199,14 +207,14 @@ def diagnose(history: list[dict], *, num_classes: int | None = None,
     level = (f"{ev['recent_train_accuracy']:.3f} averaged over {span}, below "
              f"{min_train_accuracy:.2f}")
     if chance is not None and ev["recent_train_accuracy"] < chance + chance_margin:
-      what = (f"The model is not learning at all: train accuracy is {level} and at chance "
+      what = (f"The model is not learning at all: train {label} is {level} and at chance "
               f"level ({chance:.3f} for {num_classes} classes).")
       advice = ["Check the labels and the input normalization.",
                 "Try a different learning rate (too high diverges, too low does not move)."]
     else:
-      what = (f"The model does not fit even the training data: train accuracy is {level}"
+      what = (f"The model does not fit even the training data: train {label} is {level}"
               + (f" (chance is {chance:.3f})" if chance is not None else "")
-              + f"; validation accuracy is {ev['recent_val_accuracy']:.3f}.")
+              + f"; validation {label} is {ev['recent_val_accuracy']:.3f}.")
       advice = []
     return Diagnosis(
         UNDERFITTING, what + note,
@@ -218,9 +226,10 @@ def diagnose(history: list[dict], *, num_classes: int | None = None,
                   "Reduce regularization (dropout, weight decay, augmentation)."],
         ev, best_epoch)
 
-  acc = (f"train accuracy {ev['recent_train_accuracy']:.3f} and validation accuracy "
+  acc = (f"train {label} {ev['recent_train_accuracy']:.3f} and validation {label} "
          f"{ev['recent_val_accuracy']:.3f} over {span} (gap {ev['accuracy_gap']:.3f}), "
-         if has_acc else "accuracy was not logged, so underfitting was not checked; ")
+         if has_acc else "" if accuracy is None else
+         f"{label} was not logged, so underfitting was not checked; ")
   if ev["val_loss_rise"] > max_val_loss_rise:
     loss = (f"validation loss {ev['val_loss_after_best']:.4f} is "
             f"{100 * ev['val_loss_rise']:.0f}% above its minimum {best['val_loss']:.4f}, but "

@@ -58,11 +58,15 @@ class Task:
     options: the ``config.task`` keys this task reads, with their defaults.
     primary_metric: ``(name, "max" | "min")`` used for the best checkpoint, the learning
       curve marker and the diagnosis unless ``train.best_metric`` names another one.
+    accuracy_metric: the accuracy-like metric (logged as ``train_<name>`` and
+      ``val_<name>``) whose train-validation gap the over/underfitting diagnosis judges;
+      ``None`` where the task has none (the diagnosis then judges the losses only).
   """
   name = ""
   inputs: dict[str, str] = {"image": "image"}
   options: dict[str, Any] = {}
   primary_metric: tuple[str, str] = ("val_loss", "min")
+  accuracy_metric: str | None = None
 
   def __init__(self, config: ml_collections.ConfigDict, data, load_run: Callable | None = None):
     """``data``: the run's ``PreparedData`` (class names, image shape, normalization);

@@ -57,6 +57,7 @@ class ClassificationTask(SupervisedTask):
   inputs = {"image": "image", "label": "label"}
   options = {"flip_average": False}
   primary_metric = ("val_accuracy", "max")
+  accuracy_metric = "accuracy"
 
   def num_outputs(self) -> int:
     return len(self.class_names)

@@ -42,6 +42,7 @@ class SegmentationTask(SupervisedTask):
   options = {"loss": "cross_entropy", "dice_weight": 1.0, "class_weights": (),
              "ignore_label": -1}
   primary_metric = ("val_miou", "max")
+  accuracy_metric = "pixel_accuracy"
 
   def __init__(self, config, data, **kwargs):
     super().__init__(config, data, **kwargs)

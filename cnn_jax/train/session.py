@@ -21,6 +21,7 @@ from cnn_jax.train import optim, parallel
 from cnn_jax.train.checkpoint import Checkpoints
 from cnn_jax.train.evaluator import Evaluator
 from cnn_jax.train.state import TrainState, check_input_shape, create_train_state, zero_metrics
+from cnn_jax.transfer import features  # noqa: F401  (registers feature_classification)
 from cnn_jax.transfer import param_groups
 
 # Metric names that get better as they fall (for ``train.best_mode="auto"``).

@@ -9,6 +9,7 @@ heads on cached features, and the five-step cats-vs-dogs study.
   the cached outputs of a frozen base.
 * :mod:`~cnn_jax.transfer.study`: ``python -m cnn_jax study transfer``.
 
-The modules are imported where they are needed (the first two by the training code, the
-last two by the command line), so this package imports nothing itself.
+The modules are imported where they are needed (the first three by the training code, which
+thereby registers the ``feature_classification`` task; the study by the command line), so
+this package imports nothing itself.
 """
