@@ -134,13 +134,14 @@ def plot_class_iou(iou, path: str, *, class_names: Sequence[str] | None = None,
   for row, value in zip(rows, iou):
     ax.text(min(value, 1.0) + 0.01 if np.isfinite(value) else 0.01, row,
             f"{value:.3f}" if np.isfinite(value) else "absent", va="center", fontsize="small")
-  if np.isfinite(mean_iou):
-    ax.axvline(mean_iou, color="gray", linestyle="--", label=f"mean IoU {mean_iou:.3f}")
-    ax.legend(loc="lower right", fontsize="small")
+  xlabel = "IoU"
+  if np.isfinite(mean_iou):  # named in the axis label: a legend would cover a bar's value
+    ax.axvline(mean_iou, color="gray", linestyle="--")
+    xlabel = f"IoU (dashed line: mean IoU {mean_iou:.3f})"
   ax.set_yticks(rows, names)
   ax.invert_yaxis()
   ax.set_xlim(0, 1.1)
-  ax.set_xlabel("IoU")
+  ax.set_xlabel(xlabel)
   ax.grid(axis="x", alpha=0.3)
   ax.set_title(title or "Per-class IoU")
   return save_figure(fig, path)
