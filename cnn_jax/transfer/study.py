@@ -317,18 +317,18 @@ def run_study(workdir: str, setup: Setup = Setup(), progress: bool = True,
                "published": PUBLISHED}, f, indent=1)
   with atomic_write(os.path.join(workdir, "study.md")) as f:
     f.write(format_table(rows) + "\n")
-  plot_study(rows, os.path.join(workdir, "study.png"), f"Transfer learning, {title(setup)}")
+  plot_study(rows, os.path.join(workdir, "study.png"), f"Transfer learning: {describe(setup)}")
   return rows
 
 
-def title(setup: Setup) -> str:
-  """What the study ran on, for the plot."""
+def describe(setup: Setup) -> str:
+  """What the study ran on (two lines), for the plot."""
   data = (f"{os.path.basename(os.path.normpath(setup.images))} ({setup.folder_size()}px)"
           if setup.images else "digits 8 vs 9" if setup.digits
           else "CIFAR-10 cats vs dogs (2,000 training images)")
-  base = ("ImageNet VGG16" if setup.weights
-          else f"{setup.base} base pretrained on {'0-7' if setup.digits else '8 other classes'}")
-  return f"{data}, {base}"
+  base = ("ImageNet VGG16" if setup.weights else
+          f"{setup.base} base pretrained on {'0-7' if setup.digits else 'the 8 other classes'}")
+  return f"{data}\n{base}"
 
 
 def format_table(rows: list[dict]) -> str:
@@ -356,7 +356,7 @@ def plot_study(rows: list[dict], path: str, title: str) -> str:
   ax.set_xticks(x, [r["step"].replace("_", " ", 1) for r in rows], fontsize=8)
   ax.set_ylim(0.5, 1.0)
   ax.set_ylabel("accuracy")
-  ax.set_title(title)
+  ax.set_title(title, fontsize=10)
   ax.legend(loc="upper left", fontsize=8)
   ax.grid(axis="y", alpha=0.3)
   fig.tight_layout()
