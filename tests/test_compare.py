@@ -2,6 +2,7 @@
 command end to end on a tiny digits comparison (table, plots, re-run skips), and the
 features figure of one of its runs."""
 
+import copy
 import csv
 import json
 import os
@@ -129,19 +130,26 @@ def test_compare_writes_the_table_and_plots(comparison):
       assert image.size[0] > 400 and np.asarray(image.convert("L")).std() > 10  # not blank
 
 
-def test_minutes_budget_ends_mid_epoch_and_resumes_exactly(comparison, tmp_path):
+@pytest.fixture(scope="module")
+def lenet_run(comparison):
+  """``(session, state)`` of the compared lenet5 run, restored from its last checkpoint."""
+  from cnn_jax.train.session import load_run
+  session, state, _, _ = load_run(os.path.join(comparison[0], "runs", "lenet5-seed0"),
+                                  "latest")
+  return session, state
+
+
+def test_minutes_budget_ends_mid_epoch_and_resumes_exactly(comparison, lenet_run, tmp_path):
   """The run stops at the planned step with its schedule decayed, the partial epoch logged;
   a run interrupted at the epoch end and resumed ends with the same parameters."""
   from cnn_jax.train.logging import read_history
   from cnn_jax.train.loop import fit
-  from cnn_jax.train.session import load_run
-  run_dir = os.path.join(comparison[0], "runs", "lenet5-seed0")
-  history = read_history(run_dir)
+  history = read_history(os.path.join(comparison[0], "runs", "lenet5-seed0"))
   assert [r["step"] for r in history] == [3, BUDGET_STEPS]
   assert history[-1]["epoch"] == pytest.approx(BUDGET_STEPS / 3, abs=1e-3)
   assert history[-1]["learning_rate"] == pytest.approx(0.0, abs=1e-9)
-  session, full, _, _ = load_run(run_dir, "latest")
-  config = session.config
+  session, full = lenet_run
+  config = copy.deepcopy(session.config)
   assert config.train.max_steps == BUDGET_STEPS == int(full.step)
   assert fit(config, str(tmp_path), on_epoch=lambda row: True).state.step == 3
   resumed = fit(config, str(tmp_path)).state
@@ -229,12 +237,11 @@ def test_patch_whitening_is_computed_once_and_frozen():
   assert np.abs(bias_grad(variables)).max() > 0 and not np.any(bias_grad(trained))
 
 
-def test_flip_average_scores_mirrored_views(comparison):
+def test_flip_average_scores_mirrored_views(lenet_run):
   """Off (the default), the eval step scores one view; on, the mean logits of the image and
   its mirror image."""
-  from cnn_jax.train.session import load_run
-  session, state, _, _ = load_run(os.path.join(comparison[0], "runs", "lenet5-seed0"))
-  task, split = session.task, session.data.splits["test"]
+  session, state = lenet_run
+  task, split = copy.copy(session.task), session.data.splits["test"]
   batch = {"image": jnp.asarray(split["image"][:6]), "label": jnp.asarray(split["label"][:6]),
            "valid": jnp.ones(6, bool)}
   assert task.opts["flip_average"] is False
