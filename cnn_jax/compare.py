@@ -10,8 +10,8 @@ accuracy against GFLOPs, parameters (log axes) and wall time.
 
 Budgets: ``("epochs", N)`` trains N epochs; ``("minutes", M)`` gives each model M minutes of
 training steps: M x 60 s x its benchmarked training steps/s, a step count the run ends at
-(``train.max_steps``, mid-epoch if need be) and its cosine schedule decays over
-(``schedule.decay_steps``); compilation and evaluation come on top. The step counts (and
+(``train.max_steps``, mid-epoch if need be) and its cosine schedule decays over;
+compilation and evaluation come on top. The step counts (and
 epochs) are recorded in ``<workdir>/plan.json`` and fixed in each run's config, so a re-run
 resumes the same runs exactly (the clock is not read again); finished runs are skipped
 (their saved test results are read back).
@@ -126,7 +126,6 @@ def run_config(model: str, dataset: ml_collections.ConfigDict, epochs: float, se
                                           progress=False)
   if max_steps:
     config.train.max_steps = max_steps
-    config.schedule.decay_steps = max_steps
   return config
 
 

@@ -239,9 +239,3 @@ def validate(config: ml_collections.ConfigDict) -> None:
   ]
   for key, ok, allowed in checks:
     _check(config, key, ok, allowed)
-  max_steps = config.train.get("max_steps") if "train" in config else 0
-  schedule = config.get("schedule") or {}
-  if (max_steps and schedule.get("name") in ("cosine", "warmup_cosine")
-      and schedule.get("decay_steps") != max_steps):
-    raise ConfigError(f"train.max_steps={max_steps} needs schedule.decay_steps={max_steps}, so "
-                      "the learning rate decays within the run; add it to the config file.")

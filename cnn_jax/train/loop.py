@@ -123,8 +123,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str,
   if is_main:
     workdir_lib.save_config(config, workdir)  # only once the run can start
   tcfg, data, mesh, task = config.train, session.data, session.mesh, session.task
-  per_epoch = session.steps_per_epoch
-  total_steps = tcfg.get("max_steps") or session.total_steps
+  per_epoch, total_steps = session.steps_per_epoch, session.total_steps
 
   checkpoints = checkpoints_for(session, workdir)
   state, data_state = session.state, {"next_index": 0}

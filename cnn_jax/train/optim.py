@@ -36,12 +36,9 @@ def make_schedule(s: ml_collections.ConfigDict, lr: float, steps_per_epoch: int,
   step`` applied to the peak rate ``lr``.
 
   ``warmup_epochs`` applies to ``warmup_cosine``; ``step`` multiplies the rate by
-  ``decay_factor`` at each epoch in ``decay_epochs``. ``decay_steps`` (> 0), if present,
-  replaces ``total_steps`` as the step where the cosine schedules reach zero: a run ended
-  early by ``train.max_steps`` sets it to that step count (:func:`cnn_jax.config.validate`
-  checks the two agree).
+  ``decay_factor`` at each epoch in ``decay_epochs``. The cosine schedules reach zero at
+  ``total_steps`` (``train.max_steps`` when a run sets it).
   """
-  total_steps = s.get("decay_steps") or total_steps
   if s.name == "constant":
     shape = optax.constant_schedule(1.0)
   elif s.name == "cosine":

@@ -98,7 +98,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | None) -> Session:
   if per_epoch == 0:
     raise ConfigError(f"train.batch_size={tcfg.batch_size} exceeds the {train_size} training "
                       "examples; lower it.")
-  total_steps = per_epoch * tcfg.epochs
+  total_steps = tcfg.get("max_steps") or per_epoch * tcfg.epochs  # max_steps: may end mid-epoch
 
   def make_optimizer(section: ml_collections.ConfigDict):
     def build(lr_multiplier: float = 1.0):
