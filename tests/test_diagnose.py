@@ -21,7 +21,7 @@ def test_overfitting_from_accuracy_gap_and_rising_val_loss():
       train_loss=[1.5, 0.8, 0.4, 0.2, 0.1, 0.05, 0.02, 0.01],
       val_loss=[1.5, 1.0, 0.8, 0.85, 0.95, 1.1, 1.3, 1.5],
       train_acc=[0.5, 0.75, 0.88, 0.94, 0.97, 0.99, 1.0, 1.0],
-      val_acc=[0.5, 0.66, 0.72, 0.72, 0.71, 0.71, 0.70, 0.70]), num_classes=10)
+      val_acc=[0.5, 0.66, 0.72, 0.72, 0.71, 0.71, 0.70, 0.70]), chance=0.1)
   assert d.verdict == "overfitting"
   assert d.best_epoch == 3
   assert "best epoch was 3" in d.advice[-1]
@@ -43,7 +43,7 @@ def test_underfitting():
       train_loss=[2.2, 2.0, 1.9, 1.85, 1.8],
       val_loss=[2.2, 2.0, 1.9, 1.86, 1.82],
       train_acc=[0.2, 0.28, 0.32, 0.34, 0.35],
-      val_acc=[0.2, 0.27, 0.31, 0.33, 0.34]), num_classes=10)
+      val_acc=[0.2, 0.27, 0.31, 0.33, 0.34]), chance=0.1)
   assert d.verdict == "underfitting"
   assert "0.337" in d.explanation and "chance is 0.100" in d.explanation
   assert any("capacity" in a for a in d.advice)
@@ -52,7 +52,7 @@ def test_underfitting():
 
 def test_not_learning_at_all():
   d = diagnose(history([2.3] * 4, [2.3] * 4, [0.1, 0.11, 0.1, 0.09], [0.1] * 4),
-               num_classes=10)
+               chance=0.1)
   assert d.verdict == "underfitting"
   assert "not learning at all" in d.explanation
 
@@ -62,7 +62,7 @@ def test_good_fit():
       train_loss=[0.8, 0.3, 0.15, 0.1, 0.08],
       val_loss=[0.5, 0.25, 0.14, 0.11, 0.10],
       train_acc=[0.8, 0.92, 0.96, 0.97, 0.975],
-      val_acc=[0.85, 0.93, 0.955, 0.965, 0.97]), num_classes=10)
+      val_acc=[0.85, 0.93, 0.955, 0.965, 0.97]), chance=0.1)
   assert d.verdict == "good fit"
   assert d.best_epoch == 5
   assert "training longer" in d.advice[0]
@@ -106,7 +106,7 @@ def test_advice_points_at_the_kept_best_checkpoint_by_the_primary_metric():
                  val_acc=[0.5, 0.66, 0.72, 0.75, 0.71, 0.71])
   for i, r in enumerate(rows):
     r["step"] = 10 * (i + 1)
-  d = diagnose(rows, num_classes=10, primary=("val_accuracy", "max"),
+  d = diagnose(rows, chance=0.1, primary=("val_accuracy", "max"),
                checkpoints={"best": 40, "steps_per_epoch": 10})
   assert d.best_epoch == 4  # by val_accuracy, not by the lowest validation loss (epoch 3)
   assert "step 40 (epoch 4, val_accuracy 0.7500)" in d.advice[-1]
@@ -129,3 +129,17 @@ def test_a_task_without_accuracy_is_judged_by_its_losses():
   d = diagnose(history([0.8, 0.3, 0.15, 0.1], [0.5, 0.25, 0.14, 0.11]), accuracy=None)
   assert d.verdict == "good fit"
   assert "not logged" not in d.explanation
+
+
+def test_painting_everything_background_is_not_learning_at_all():
+  # mnist_scenes: 94.4% of the pixels are background; a U-Net that paints all of them
+  # background has a high pixel accuracy and has learned nothing
+  rows = history(train_loss=[2.4, 1.1, 1.0, 0.9, 0.8], val_loss=[1.3, 1.0, 0.9, 0.85, 0.8])
+  for row in rows:
+    row.update(train_pixel_accuracy=0.9438, val_pixel_accuracy=0.9379)
+  d = diagnose(rows, chance=0.944, accuracy="pixel_accuracy")
+  assert d.verdict == "underfitting" and "not learning at all" in d.explanation
+  assert "chance level 0.944" in d.explanation
+  for row in rows:  # the same scenes, most stroke pixels right
+    row.update(train_pixel_accuracy=0.985, val_pixel_accuracy=0.982)
+  assert diagnose(rows, chance=0.944, accuracy="pixel_accuracy").verdict == "good fit"

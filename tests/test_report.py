@@ -49,7 +49,7 @@ def test_figures_and_report(tmp_path):
     with open(path, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
-  diagnosis = diagnose(history(), num_classes=3)
+  diagnosis = diagnose(history(), chance=1 / 3)
   md_path, html_path = write_report(
       workdir, config={"model": {"name": "lenet5"}, "train": {"epochs": 5, "lr": 3e-4}},
       dataset_info={"name": "toy", "class_names": CLASSES, "splits": {"train": 480, "test": 60}},

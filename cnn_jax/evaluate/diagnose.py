@@ -12,13 +12,17 @@ The rules, in order (each threshold is a keyword of :func:`diagnose`):
    ``window`` of them) average more than ``max_val_loss_rise`` (relative) above it while
    the train loss kept falling. (If the train loss rose as well, training is unstable,
    which is reported but not called overfitting.)
-3. **underfitting**: the recent train accuracy is below ``min_train_accuracy``; it is
-   called "not learning at all" when it is within ``chance_margin`` of chance
-   (``1 / num_classes``). Without accuracies in the history this rule is skipped.
+3. **underfitting**: the recent train accuracy is below ``min_train_accuracy``, or it has
+   come less than ``chance_margin`` of the way from the chance level (what a constant
+   prediction scores: ``1 / K`` for K classes, the background share of the pixels for
+   segmentation) to 1, which is called "not learning at all". Without accuracies in the
+   history this rule is skipped.
+4. **good fit** otherwise.
 
 "Accuracy" is the metric named by ``accuracy`` (``train_<name>`` and ``val_<name>`` in the
-history): ``"accuracy"`` for classifiers, ``"pixel_accuracy"`` for segmentation.
-4. **good fit** otherwise.
+history): ``"accuracy"`` for classifiers, ``"pixel_accuracy"`` for segmentation, where the
+chance level matters most (a network that paints everything background scores 0.94 on
+scenes that are 94% background).
 
 The advice names the run's best checkpoint by its primary metric (the one the best
 checkpoint is kept by), with its step and epoch, only when that checkpoint exists.
@@ -94,7 +98,7 @@ def _best_checkpoint_advice(rows: list[dict], primary: tuple[str, str],
           "`python -m cnn_jax eval --workdir ... --checkpoint best` restores it.", epoch)
 
 
-def diagnose(history: list[dict], *, num_classes: int | None = None,
+def diagnose(history: list[dict], *, chance: float | None = None,
              primary: tuple[str, str] = ("val_loss", "min"), checkpoints: dict | None = None,
              accuracy: str | None = "accuracy", min_epochs: int = 3,
              window: int = 3, max_accuracy_gap: float = 0.10, max_val_loss_rise: float = 0.10,
@@ -104,7 +108,8 @@ def diagnose(history: list[dict], *, num_classes: int | None = None,
   Args:
     history: per-epoch rows as in ``metrics.jsonl`` (a repeated epoch, e.g. after a resume,
       keeps its last row).
-    num_classes: for the chance level ``1 / num_classes``; ``None`` skips that check.
+    chance: the accuracy of a constant prediction (the task's ``chance_accuracy``);
+      ``None`` skips the "not learning at all" check.
     primary: ``(metric, "max" | "min")``, the run's primary metric.
     checkpoints: ``{"best": step, "steps_per_epoch": n}`` of the kept checkpoints; the
       advice then points at the best kept one.
@@ -116,7 +121,8 @@ def diagnose(history: list[dict], *, num_classes: int | None = None,
     max_val_loss_rise: validation loss after its minimum averaging more than this fraction
       above it (with the train loss still falling) is overfitting.
     min_train_accuracy: recent train accuracy below this is underfitting.
-    chance_margin: train accuracy within this of chance means the model is not learning.
+    chance_margin: train accuracy less than this fraction of the way from ``chance`` to 1
+      means the model is not learning.
 
   Returns:
     A :class:`Diagnosis`.
@@ -174,8 +180,8 @@ def diagnose(history: list[dict], *, num_classes: int | None = None,
     ev["recent_train_accuracy"] = _mean(recent, train_acc)
     ev["recent_val_accuracy"] = _mean(recent, val_acc)
     ev["accuracy_gap"] = ev["recent_train_accuracy"] - ev["recent_val_accuracy"]
-  if num_classes:
-    ev["chance_accuracy"] = 1.0 / num_classes
+  if chance is not None:
+    ev["chance_accuracy"] = chance
   label = (accuracy or "").replace("_", " ")
   span = f"the last {len(recent)} epochs"
 
@@ -202,13 +208,15 @@ def diagnose(history: list[dict], *, num_classes: int | None = None,
          "Stop early: train for fewer epochs."] + use_best,
         ev, best_epoch)
 
-  if has_acc and ev["recent_train_accuracy"] < min_train_accuracy:
-    chance = ev.get("chance_accuracy")
+  at_chance = (has_acc and chance is not None
+               and ev["recent_train_accuracy"] - chance < chance_margin * (1 - chance))
+  if has_acc and (at_chance or ev["recent_train_accuracy"] < min_train_accuracy):
     level = (f"{ev['recent_train_accuracy']:.3f} averaged over {span}, below "
              f"{min_train_accuracy:.2f}")
-    if chance is not None and ev["recent_train_accuracy"] < chance + chance_margin:
-      what = (f"The model is not learning at all: train {label} is {level} and at chance "
-              f"level ({chance:.3f} for {num_classes} classes).")
+    if at_chance:
+      what = (f"The model is not learning at all: train {label} is "
+              f"{ev['recent_train_accuracy']:.3f} averaged over {span}, at the chance level "
+              f"{chance:.3f} that a constant prediction scores.")
       advice = ["Check the labels and the input normalization.",
                 "Try a different learning rate (too high diverges, too low does not move)."]
     else:

@@ -25,7 +25,7 @@ EVAL_DIR = "eval"
 
 def run_diagnosis(workdir: str, session: Session, best_step: int | None) -> Diagnosis:
   """The over/underfitting verdict of the run's history, pointing at its best checkpoint."""
-  return diagnose(read_history(workdir), num_classes=session.data.num_classes or None,
+  return diagnose(read_history(workdir), chance=session.task.chance_accuracy(session.data),
                   primary=session.primary, accuracy=session.task.accuracy_metric,
                   checkpoints={"best": best_step, "steps_per_epoch": session.steps_per_epoch})
 

@@ -60,7 +60,8 @@ class Task:
       curve marker and the diagnosis unless ``train.best_metric`` names another one.
     accuracy_metric: the accuracy-like metric (logged as ``train_<name>`` and
       ``val_<name>``) whose train-validation gap the over/underfitting diagnosis judges;
-      ``None`` where the task has none (the diagnosis then judges the losses only).
+      ``None`` where the task has none (the diagnosis then judges the losses only); see
+      also :meth:`chance_accuracy`.
   """
   name = ""
   inputs: dict[str, str] = {"image": "image"}
@@ -138,6 +139,11 @@ class Task:
     into the PNG ``out_path`` and returns it (``python -m cnn_jax predict``)."""
     raise CnnJaxError(f"task {self.name!r} cannot draw predictions; predict works for "
                       "segmentation and detection runs.")
+
+  def chance_accuracy(self, data) -> float | None:
+    """The ``accuracy_metric`` a constant prediction scores on ``data``'s training split (the
+    diagnosis' "not learning at all" level); ``None`` where there is none."""
+    return None
 
 
 class SupervisedTask(Task):

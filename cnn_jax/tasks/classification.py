@@ -62,6 +62,10 @@ class ClassificationTask(SupervisedTask):
   def num_outputs(self) -> int:
     return len(self.class_names)
 
+  def chance_accuracy(self, data) -> float:
+    """``1 / K``: guessing among the K classes."""
+    return 1.0 / len(self.class_names)
+
   def build_model(self):
     return build_model(self.config, num_classes=self.num_outputs())
 

@@ -73,6 +73,15 @@ class SegmentationTask(SupervisedTask):
                       f"of {', '.join(self.class_names)}; set task.ignore_label for pixels to "
                       "skip.")
 
+  def chance_accuracy(self, data) -> float | None:
+    """The pixel accuracy of painting every pixel the training masks' most common class."""
+    masks = np.asarray(data.splits["train"]["mask"]).ravel()
+    keep = masks >= 0
+    if self.ignore_label is not None:
+      keep &= masks != self.ignore_label
+    counts = np.bincount(masks[keep], minlength=self.num_classes)
+    return float(counts.max() / counts.sum()) if counts.sum() else None
+
   def build_model(self):
     return build_model(self.config, num_classes=self.num_classes)
 
