@@ -28,8 +28,8 @@ from cnn_jax.registry import Registry
 MODELS = Registry("model")
 
 # Importing the family modules registers their variants.
-from cnn_jax.models import (alexnet, cifar_resnet, googlenet, inception_v3, lenet, nin,  # noqa: E402,F401
-                            resnet, simple_cnn, vgg, xception)
+from cnn_jax.models import (  # noqa: E402,F401
+    alexnet, cifar_resnet, googlenet, inception_v3, lenet, nin, resnet, simple_cnn, vgg, xception)
 from cnn_jax.models import autoencoder, cyclegan, gan  # noqa: E402,F401
 from cnn_jax.models import detector  # noqa: E402,F401
 from cnn_jax.models import fcn, unet  # noqa: E402,F401
