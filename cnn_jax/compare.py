@@ -11,10 +11,10 @@ accuracy against GFLOPs, parameters (log axes) and wall time.
 Budgets: ``("epochs", N)`` trains N epochs; ``("minutes", M)`` gives each model M minutes of
 training steps: M x 60 s x its benchmarked training steps/s, a step count the run ends at
 (``train.max_steps``, mid-epoch if need be) and its cosine schedule decays over;
-compilation and evaluation come on top. The step counts (and
-epochs) are recorded in ``<workdir>/plan.json`` and fixed in each run's config, so a re-run
-resumes the same runs exactly (the clock is not read again); finished runs are skipped
-(their saved test results are read back).
+compilation and evaluation come on top. The step counts (and epochs) are recorded in
+``<workdir>/plan.json`` and fixed in each run's config, so a re-run resumes the same runs
+exactly (the clock is not read again); finished runs are skipped (their saved test results
+are read back).
 
 Every family has one recipe (:data:`RECIPES`, printed with the table): SGD with Nesterov
 momentum 0.9 at batch 128 and a warmup-cosine schedule, 4-pixel translation and horizontal
