@@ -16,9 +16,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
-from cnn_jax.errors import ShapeError
 from cnn_jax.models import MODELS
-from cnn_jax.models.layers import KAIMING_FAN_OUT, batch_norm, classifier_output, conv
+from cnn_jax.models.layers import (KAIMING_FAN_OUT, batch_norm, check_image_size,
+                                    classifier_output, conv)
 
 
 def image_patches(x: jnp.ndarray, size: int) -> jnp.ndarray:
@@ -87,9 +87,7 @@ class AirbenchNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False):
-    if x.ndim != 4 or min(x.shape[1:3]) < 16:
-      raise ShapeError(f"airbench_cifar takes images of shape [B, H, W, C] with H, W >= 16, "
-                       f"got {list(x.shape)}.")
+    check_image_size(x, 16, "airbench_cifar")
     x = nn.gelu(PatchWhitening(bias_train_steps=self.whiten_bias_steps, dtype=self.dtype,
                                name="whiten")(x, train))
     norm = lambda name: batch_norm(train, self.dtype, momentum=0.4, epsilon=1e-12,  # noqa: E731

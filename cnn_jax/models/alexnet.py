@@ -22,10 +22,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_jax.errors import ShapeError
 from cnn_jax.models import MODELS
-from cnn_jax.models.layers import (adaptive_avg_pool, classifier_output, flatten_chw,
-                                    pooled_classifier)
+from cnn_jax.models.layers import (adaptive_avg_pool, check_image_size, classifier_output,
+                                    flatten_chw, pooled_classifier)
 
 
 class AlexNet(nn.Module):
@@ -41,9 +40,7 @@ class AlexNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False):
-    if x.ndim != 4 or min(x.shape[1:3]) < 63:
-      raise ShapeError(f"AlexNet takes images of shape [B, H, W, C] with H, W >= 63, "
-                       f"got {list(x.shape)}.")
+    check_image_size(x, 63, "AlexNet")
     conv = lambda f, k, s, p, index: nn.Conv(f, (k, k), (s, s), padding=((p, p), (p, p)),
                                              dtype=self.dtype, name=f"features_{index}")
     dense = lambda f, index: nn.Dense(f, dtype=self.dtype, name=f"classifier_{index}")
@@ -82,9 +79,7 @@ class AlexNetCifar(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False):
     del train  # no dropout or batch norm
-    if x.ndim != 4 or min(x.shape[1:3]) < 32:
-      raise ShapeError(f"alexnet_cifar takes images of shape [B, H, W, C] with H, W >= 32, "
-                       f"got {list(x.shape)}.")
+    check_image_size(x, 32, "alexnet_cifar")
     conv = lambda f, k, s, p, name: nn.Conv(f, (k, k), (s, s), padding=((p, p), (p, p)),
                                             dtype=self.dtype, name=name)
     pool = lambda y: nn.max_pool(y, (2, 2), (2, 2))

@@ -28,10 +28,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_jax.errors import ShapeError
 from cnn_jax.models import MODELS
-from cnn_jax.models.layers import (ConvBN, adaptive_avg_pool, classifier_output, flatten_chw,
-                                    pooled_classifier)
+from cnn_jax.models.layers import (ConvBN, adaptive_avg_pool, check_image_size,
+                                    classifier_output, flatten_chw, pooled_classifier)
 
 MIN_SIZE = 15
 
@@ -137,9 +136,7 @@ class GoogLeNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False):
-    if x.ndim != 4 or min(x.shape[1:3]) < MIN_SIZE:
-      raise ShapeError(f"GoogLeNet takes images of shape [B, H, W, C] with H and W at least "
-                       f"{MIN_SIZE}, got {list(x.shape)}.")
+    check_image_size(x, MIN_SIZE, "GoogLeNet")
 
     def conv(h, features, kernel, stride, padding, name):
       return ConvBN(features, (kernel, kernel), (stride, stride), padding, bn_epsilon=1e-3,
@@ -182,9 +179,7 @@ class GoogLeNetCifar(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False):
-    if x.ndim != 4 or min(x.shape[1:3]) < 4:
-      raise ShapeError(f"googlenet_cifar takes images of shape [B, H, W, C] with H and W at "
-                       f"least 4, got {list(x.shape)}.")
+    check_image_size(x, 4, "googlenet_cifar")
     pool = lambda y: nn.max_pool(y, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     x = ConvBN(192, (3, 3), padding=1, use_bias=True, dtype=self.dtype, name="stem")(
         x.astype(self.dtype), train)

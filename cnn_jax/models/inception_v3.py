@@ -43,10 +43,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_jax.errors import ShapeError
 from cnn_jax.models import MODELS
-from cnn_jax.models.layers import (batch_norm, classifier_output, global_avg_pool,
-                                    pooled_classifier)
+from cnn_jax.models.layers import (batch_norm, check_image_size, classifier_output,
+                                    global_avg_pool, pooled_classifier)
 
 MIN_SIZE = 75
 MIN_SIZE_AUX = 299
@@ -240,11 +239,9 @@ class InceptionV3(nn.Module):
   def __call__(self, x: jnp.ndarray, train: bool = False):
     with_aux = self.aux_logits and (train or self.is_initializing())
     min_size = MIN_SIZE_AUX if with_aux else MIN_SIZE
-    if x.ndim != 4 or min(x.shape[1:3]) < min_size:
-      aux_note = (" (the auxiliary classifier needs 299x299 in training and at init; "
-                  "pass aux_logits=False for smaller images)" if with_aux else "")
-      raise ShapeError(f"Inception v3 takes images of shape [B, H, W, C] with H and W at "
-                       f"least {min_size}{aux_note}, got {list(x.shape)}.")
+    check_image_size(x, min_size, "Inception v3",
+                     " (the auxiliary classifier needs 299x299 in training and at init; pass "
+                     "aux_logits=False for smaller images)" if with_aux else "")
     conv = functools.partial(BasicConv2d, bn_scale=self.bn_scale, bn_momentum=self.bn_momentum,
                              dtype=self.dtype)
     pad = self.pool_include_pad

@@ -19,7 +19,7 @@ from jax import lax
 
 from cnn_jax.basics.arithmetic import padding_amounts
 from cnn_jax.basics.padding import check_padding_mode, pad_images
-from cnn_jax.errors import ConfigError
+from cnn_jax.errors import ConfigError, ShapeError
 
 ACTIVATIONS: dict[str, Callable] = {
     "relu": nn.relu, "tanh": jnp.tanh, "sigmoid": nn.sigmoid, "gelu": nn.gelu,
@@ -267,3 +267,12 @@ def pooled_classifier(x: jnp.ndarray, features: dict, num_classes: int, *, train
   init = {} if kernel_init is None else {"kernel_init": kernel_init}
   logits = nn.Dense(num_classes, dtype=dtype, name=name, **init)(x)
   return classifier_output(logits), features
+
+
+def check_image_size(x: jnp.ndarray, minimum: int, model: str, note: str = "") -> None:
+  """Raises a one-line ShapeError unless ``x`` is ``[B, H, W, C]`` with H and W at least
+  ``minimum`` (the smallest input ``model``'s downsampling stages accept); ``note`` is
+  appended to the message."""
+  if x.ndim != 4 or min(x.shape[1:3]) < minimum:
+    raise ShapeError(f"{model} takes images of shape [B, H, W, C] with H and W at least "
+                     f"{minimum}{note}, got {list(x.shape)}.")

@@ -29,10 +29,11 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_jax.errors import ConfigError, ShapeError
+from cnn_jax.errors import ConfigError
 from cnn_jax.models import MODELS
 from cnn_jax.models.layers import (KAIMING_FAN_OUT, adaptive_avg_pool, batch_norm,
-                                    classifier_output, flatten_chw, pooled_classifier)
+                                    check_image_size, classifier_output, flatten_chw,
+                                    pooled_classifier)
 
 
 STAGE_WIDTHS = (64, 128, 256, 512, 512)
@@ -56,9 +57,7 @@ class VGG(nn.Module):
   def __call__(self, x: jnp.ndarray, train: bool = False):
     if self.head not in ("mlp", "linear"):
       raise ConfigError(f"VGG head must be 'mlp' or 'linear', got {self.head!r}.")
-    if x.ndim != 4 or min(x.shape[1:3]) < 32:
-      raise ShapeError(f"VGG takes images of shape [B, H, W, C] with H, W >= 32, "
-                       f"got {list(x.shape)}.")
+    check_image_size(x, 32, "VGG")
     features = {}
     index = 0  # position in torchvision's `features` Sequential
     x = x.astype(self.dtype)

@@ -27,9 +27,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnn_jax.errors import ShapeError
 from cnn_jax.models import MODELS
-from cnn_jax.models.layers import batch_norm, pooled_classifier
+from cnn_jax.models.layers import batch_norm, check_image_size, pooled_classifier
 
 MIN_SIZE = 71
 
@@ -68,9 +67,7 @@ class Xception(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False):
-    if x.ndim != 4 or min(x.shape[1:3]) < MIN_SIZE:
-      raise ShapeError(f"Xception takes images of shape [B, H, W, C] with H and W at least "
-                       f"{MIN_SIZE}, got {list(x.shape)}.")
+    check_image_size(x, MIN_SIZE, "Xception")
     bn = lambda h, name: batch_norm(train, self.dtype, epsilon=1e-3, momentum=0.99, name=name)(h)
     sepconv_bn = lambda h, features, name: bn(
         SeparableConv(features, self.dtype, name=name)(h), f"{name}_bn")
