@@ -180,6 +180,21 @@ def test_init_from_names_the_mismatched_parameter(pretrained):
     init_from.initialize(state, config, load_run)
 
 
+def test_init_from_a_run_of_the_same_seed_warns_of_the_replay(pretrained, recwarn):
+  """Same seed, same step counter: the new run would redraw the source run's batches,
+  augmentations and dropout masks; the study gives every run its own seed."""
+  study_dir, _ = pretrained
+  config = _quiet(step_config("4_frozen_augment", Setup("digits"), str(study_dir)))
+  seeds = [step_config(s, Setup("digits")).seed for s in study.STEPS]
+  assert len(set(seeds)) == len(seeds) and pretrain_config("digits").seed not in seeds
+  state = setup(config, None).state
+  init_from.initialize(state, config, load_run)
+  assert not [w for w in recwarn if "same seed" in str(w.message)]
+  config.seed = pretrain_config("digits").seed
+  with pytest.warns(UserWarning, match=r"trained with the same seed \(0\).*another seed"):
+    init_from.initialize(state, config, load_run)
+
+
 def test_features_are_cached_and_read_back(pretrained, tmp_path):
   study_dir, _ = pretrained
   config = _quiet(step_config("3_features", Setup("digits"), str(study_dir)))

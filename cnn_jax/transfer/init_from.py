@@ -23,6 +23,7 @@ that is not raises an error naming it.
 """
 
 import os
+import warnings
 from typing import Callable
 
 import jax
@@ -63,12 +64,21 @@ def weight_file_variables(model_name: str, path: str, options: dict,
   return {**variables, "params": jax.tree_util.tree_map_with_path(reverse, variables["params"])}
 
 
-def source_variables(model: ml_collections.ConfigDict, load_run: Callable) -> tuple[dict, str]:
-  """``({"params": ..., "batch_stats": ...}, description)`` of the ``model`` section's
-  ``init_from``."""
+def source_variables(config: ml_collections.ConfigDict, load_run: Callable) -> tuple[dict, str]:
+  """``({"params": ..., "batch_stats": ...}, description)`` of ``config.model.init_from``.
+
+  A source run trained with the same ``seed`` draws a warning: this run's batch order,
+  augmentations and dropout masks would replay the source run's step for step (both count
+  steps from 0); a network that has seen exactly these draws reports an optimistic
+  training loss, which climbs as the replay moves on to the draws it learned least."""
+  model = config.model
   path = model.init_from
   if os.path.isdir(path):
-    _, state, step, _ = load_run(path, str(model.get("init_checkpoint") or "best"))
+    session, state, step, _ = load_run(path, str(model.get("init_checkpoint") or "best"))
+    if session.config.get("seed") == config.get("seed"):
+      warnings.warn(f"model.init_from: {path} was trained with the same seed "
+                    f"({config.get('seed')}), so this run replays its batch order, augmentations "
+                    "and dropout masks; give this run another seed.", stacklevel=2)
     net = state.nets["net"]
     return {"params": net.params, **net.collections}, f"run {path} (step {step})"
   if path.endswith(KERAS_SUFFIXES + TORCH_SUFFIXES):
@@ -89,7 +99,7 @@ def initialize(state: TrainState, config: ml_collections.ConfigDict,
     ConfigError: a leaf the source lacks; ShapeError: a leaf whose shape differs. Both name
       the leaf and suggest ``model.init_skip``.
   """
-  source, where = source_variables(config.model, load_run)
+  source, where = source_variables(config, load_run)
   net = state.nets["net"]
   groups = group_modules(config.model.name, list(net.params))
   skip = [matcher(pattern, groups) for pattern in config.model.get("init_skip") or ()]

@@ -163,7 +163,7 @@ def pretrain_config(variant: str = "", base: str = "vgg") -> ml_collections.Conf
   if setup.digits:
     dataset = dataset_preset("digits", image_size=8, classes=tuple(range(8)))
     return _base(setup, dataset, epochs=2, batch_size=64)
-  return _augmented(_base(setup, dataset_preset("cifar10_no_catdog"), epochs=20,
+  return _augmented(_base(setup, dataset_preset("cifar10_no_catdog"), epochs=35,
                           batch_size=128), setup)
 
 
@@ -186,6 +186,9 @@ def step_config(step: str, setup: Setup = Setup(),
     raise ConfigError(f"Unknown study step {step!r}; the steps: {', '.join(STEPS)}.")
   config = _base(setup, _target_data(setup), epochs=1 if setup.digits else EPOCHS[step],
                  batch_size=32 if setup.digits else 64)
+  # a seed per step: step 5 would otherwise replay step 4's batches, augmentations and
+  # dropout masks (see cnn_jax.transfer.init_from.source_variables)
+  config.seed = STEPS.index(step) + 1
   config.optimizer.name, config.optimizer.learning_rate = "adam", 1e-3  # 2,000 images: Adam
   config.optimizer.weight_decay = 0.0
   pretrained = os.path.join(workdir, PRETRAIN)
