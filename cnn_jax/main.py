@@ -14,7 +14,7 @@ Commands (``python -m cnn_jax COMMAND --help`` lists each one's options and defa
 * ``summary MODEL [--input-size N] [--channels C] [--param-groups RULES]``
 * ``filters [--image FILE] [--padding zeros|replicate|reflect] [--out PNG]``
 * ``study transfer --workdir DIR [--variant digits] [--base vgg|resnet] [--images DIR]
-  [--weights VGG16.h5] [--image-size N] [--no-progress]``
+  [--weights VGG16.h5] [--image-size N] [--replicates K] [--no-progress]``
 * ``bench --models a,b [--batch-size N] [--image-size S] [--mode train|infer] [--seconds T]
   [--json | --out FILE]``
 * ``compare [--models a,b] [--budget epochs|minutes N] [--dataset cifar10] [--seeds K]
@@ -159,10 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--images", default="", metavar="DIR",
                  help="your own folder of class subfolders (cats/ dogs/) instead of CIFAR")
   p.add_argument("--weights", default="", metavar="VGG16.h5",
-                 help="Keras's ImageNet VGG16 (.h5 with its classifier) as the base of steps "
+                 help="Keras's ImageNet VGG16 (.h5, include_top or not) as the base of steps "
                       "3-5 instead of the pretraining run")
   p.add_argument("--image-size", type=int, default=0, metavar="N",
                  help="--images resized to NxN (default 150 with --weights, else 32)")
+  p.add_argument("--replicates", type=int, default=1, metavar="K",
+                 help="train every step K times with other seeds (the pretraining once); the "
+                      "table gives means and standard deviations")
   p.add_argument("--no-progress", action="store_true",
                  help="no progress bars (train.progress=false in every run), e.g. for logs")
   p = command("search", OVERRIDES_EPILOG)
@@ -306,7 +309,7 @@ def run(argv: list[str]) -> int:
   if args.command == "study":
     from cnn_jax.transfer.study import Setup, run_study
     setup = Setup(args.variant, args.base, args.images, args.weights, args.image_size)
-    run_study(args.workdir, setup, progress=not args.no_progress)
+    run_study(args.workdir, setup, progress=not args.no_progress, replicates=args.replicates)
     print(f"wrote {os.path.join(args.workdir, 'study.md')} (and study.json, study.png)")
     return 0
   if args.command == "search":

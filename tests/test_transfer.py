@@ -195,6 +195,28 @@ def test_init_from_a_run_of_the_same_seed_warns_of_the_replay(pretrained, recwar
     init_from.initialize(state, config, load_run)
 
 
+def test_replicates_get_their_own_seeds_and_pair_with_step_1():
+  """``--replicates 2``: runs ``STEP_r1`` with other seeds; the table's means, standard
+  deviations and step 5's gain over step 1 paired by replicate."""
+  replicate = step_config("5_finetune", Setup("digits"), "study", replicate=1)
+  assert replicate.model.init_from == os.path.join("study", "4_frozen_augment_r1")
+  assert replicate.seed != step_config("5_finetune", Setup("digits"), "study").seed
+  assert study.run_name("5_finetune", 1) == "5_finetune_r1"
+  tests = {"1_scratch": (0.70, 0.74), "5_finetune": (0.80, 0.86)}
+  rows = [{"step": step, "replicate": r, "trainable_params": 10, "frozen_params": 5,
+           "epochs": 3, "train_time_s": 2.0 + r, "val_accuracy": 0.5, "test_accuracy": t[r]}
+          for step, t in tests.items() for r in (0, 1)]
+  first, last = study.summarize(rows)
+  assert first["replicates"] == 2 and first["test_accuracies"] == [0.70, 0.74]
+  assert np.isclose(first["test_accuracy_std"], np.std([0.70, 0.74], ddof=1))
+  assert np.allclose(last["gain_over_first"], (0.11, np.std([0.10, 0.12], ddof=1)))
+  table = study.format_table([first, last])
+  assert "mean ± sd of 2 seeds" in table and "| 0.830 ± 0.042 |" in table
+  assert "5_finetune minus 1_scratch, test accuracy: +11.0 points (sd 1.4" in table
+  with pytest.raises(ConfigError, match="--replicates must be at least 1"):
+    study.run_study("unused", Setup("digits"), replicates=0)
+
+
 def test_features_are_cached_and_read_back(pretrained, tmp_path):
   study_dir, _ = pretrained
   config = _quiet(step_config("3_features", Setup("digits"), str(study_dir)))
@@ -277,6 +299,20 @@ def test_init_from_a_weight_file(tmp_path):
   assert stats and all(np.array_equal(v, given_stats[k]) for k, v in stats.items())
 
 
+def test_init_from_a_weight_file_saved_without_its_classifier(tmp_path):
+  """Like Keras's ``include_top=False`` files: the skipped head need not be in the file;
+  without ``init_skip`` the missing key is named."""
+  source = random_variables("cifar_resnet20")
+  state_dict = {k: v for k, v in to_torchvision(source).items() if not k.startswith("fc.")}
+  path = save_safetensors(state_dict, tmp_path / "notop.safetensors")
+  variables = init_from.weight_file_variables("cifar_resnet20", path, {}, skip=("head",))
+  assert not np.any(np.asarray(variables["params"]["fc"]["kernel"]))  # not read: zeros
+  params, given = _flat(variables["params"]), _flat(source["params"])
+  assert all(np.array_equal(v, given[k]) for k, v in params.items() if k[0] != "fc")
+  with pytest.raises(WeightFileError, match="missing 'fc.bias'"):
+    init_from.weight_file_variables("cifar_resnet20", path, {})
+
+
 def test_feature_base_from_a_weight_file(tmp_path):
   path, source = _file(tmp_path)
   config = step_config("3_features", Setup(base="resnet"))
@@ -286,8 +322,9 @@ def test_feature_base_from_a_weight_file(tmp_path):
   data.normalization = study.CAFFE_NORMALIZATION
   forward, variables, normalization = FeatureClassificationTask(config, data).load_base(data)
   assert normalization == study.CAFFE_NORMALIZATION  # the run's own, not a base run's
-  assert all(np.array_equal(v, _flat(source["params"])[k])
-             for k, v in _flat(variables["params"]).items())
+  params, given = _flat(variables["params"]), _flat(source["params"])
+  assert all(np.array_equal(v, given[k]) for k, v in params.items() if k[0] != "fc")
+  assert not np.any(params[("fc", "kernel")])  # the classifier is not read
   assert last_stage(forward, (32, 32, 3)) == "stage3"
   config.task.base_model = ""
   with pytest.raises(ConfigError, match="task.base_model is empty"):

@@ -110,8 +110,9 @@ class FeatureClassificationTask(ClassificationTask):
         raise ConfigError("task.base_weights is set but task.base_model is empty: name the "
                           "registered model the file holds, e.g. 'vgg16'.")
       model = create(self.opts["base_model"])
-      variables = weight_file_variables(self.opts["base_model"], self.opts["base_weights"], {},
-                                        bool(self.opts["base_reverse_channels"]))
+      variables = weight_file_variables(  # the classifier is not used (nor needed in it)
+          self.opts["base_model"], self.opts["base_weights"], {},
+          bool(self.opts["base_reverse_channels"]), skip=("head",))
       forward = lambda x: model.apply(variables, x, train=False)[1]  # noqa: E731
       return forward, variables, data.normalization
     if not self.opts["base_run"]:

@@ -8,7 +8,8 @@ Config keys (in the ``model`` section; :data:`INIT_KEYS`, never passed to the mo
 * ``init_checkpoint``: which checkpoint of that run (``"best"``, ``"latest"`` or a step);
 * ``init_skip``: parameter groups or path patterns (as in
   :mod:`cnn_jax.transfer.param_groups`, e.g. ``("head",)``) that keep their fresh
-  initialization, such as a new classifier of another size;
+  initialization, such as a new classifier of another size; a weight file need not hold
+  them (Keras's ``include_top=False`` files, the notes' VGG16);
 * ``init_options``: for a weight file, the constructor options it was saved with (default:
   this model's own options), e.g. ``{}`` to read Keras's VGG16 with its 4096-wide classifier
   into a model whose ``dense_units=256`` head is skipped;
@@ -24,7 +25,7 @@ that is not raises an error naming it.
 
 import os
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +33,9 @@ import ml_collections
 from flax import traverse_util
 
 from cnn_jax.errors import ConfigError, ShapeError
-from cnn_jax.models.convert import TORCH_SUFFIXES, KERAS_SUFFIXES, load_pretrained
+from cnn_jax.models import create
+from cnn_jax.models.catalog import input_shape
+from cnn_jax.models.convert import TORCH_SUFFIXES, KERAS_SUFFIXES, load_pretrained, trace
 from cnn_jax.train.state import TrainState
 from cnn_jax.transfer.param_groups import group_modules, matcher, path_name
 
@@ -45,15 +48,30 @@ def model_options(model: ml_collections.ConfigDict) -> dict:
   return {k: v for k, v in model.items() if k != "name" and k not in INIT_KEYS}
 
 
+def skip_matcher(model_name: str, top_level: list[str],
+                 patterns: Sequence[str]) -> Callable[[tuple[str, ...]], bool]:
+  """``path -> bool``: whether a parameter path falls under one of ``patterns`` (groups of
+  the model, e.g. ``"head"``, or shell patterns over paths); ``top_level``: the model's
+  top-level module names."""
+  groups = group_modules(model_name, top_level)
+  matchers = [matcher(pattern, groups) for pattern in patterns]
+  return lambda path: any(matches(path) for matches in matchers)
+
+
 def weight_file_variables(model_name: str, path: str, options: dict,
-                          reverse_channels: bool = False) -> dict:
+                          reverse_channels: bool = False, skip: Sequence[str] = ()) -> dict:
   """``{"params", "batch_stats"}`` of ``create(model_name, **options)`` read from the weight
   file ``path`` by :func:`load_pretrained`; ``reverse_channels``: BGR -> RGB for the kernels
-  of the convolutions that read the (3-channel) image."""
+  of the convolutions that read the (3-channel) image; ``skip``: groups or path patterns
+  not read (zeros; the file may lack them)."""
   options = dict(options)
   if "dtype" in options:
     options["dtype"] = jnp.dtype(options["dtype"])
-  _, variables = load_pretrained(model_name, path, **options)
+  skipped = None
+  if skip:
+    shapes = trace(create(model_name, **options), (1, *input_shape(model_name))).shapes
+    skipped = skip_matcher(model_name, list(shapes["params"]), skip)
+  _, variables = load_pretrained(model_name, path, skip=skipped, **options)
   if not reverse_channels:
     return variables
 
@@ -85,7 +103,8 @@ def source_variables(config: ml_collections.ConfigDict, load_run: Callable) -> t
     options = model.get("init_options")
     options = model_options(model) if options is None else dict(options)
     return weight_file_variables(model.name, path, options,
-                                 bool(model.get("init_reverse_channels"))), path
+                                 bool(model.get("init_reverse_channels")),
+                                 tuple(model.get("init_skip") or ())), path
   raise ConfigError(f"model.init_from={path!r} is neither a run's workdir nor a weight file "
                     f"({', '.join(KERAS_SUFFIXES + TORCH_SUFFIXES)}); fix the path.")
 
@@ -101,8 +120,8 @@ def initialize(state: TrainState, config: ml_collections.ConfigDict,
   """
   source, where = source_variables(config, load_run)
   net = state.nets["net"]
-  groups = group_modules(config.model.name, list(net.params))
-  skip = [matcher(pattern, groups) for pattern in config.model.get("init_skip") or ()]
+  skipped = skip_matcher(config.model.name, list(net.params),
+                         tuple(config.model.get("init_skip") or ()))
   hint = "add it (or its group, e.g. 'head') to model.init_skip to keep its fresh initialization"
   variables = {}
   for collection, tree in {"params": net.params, **net.collections}.items():
@@ -110,7 +129,7 @@ def initialize(state: TrainState, config: ml_collections.ConfigDict,
     leaves = {}
     for path, leaf in traverse_util.flatten_dict(tree).items():
       name = f"{collection}/{path_name(path)}"
-      if any(skipped(path) for skipped in skip):
+      if skipped(path):
         leaves[path] = leaf
       elif path not in given:
         raise ConfigError(f"model.init_from: {where} has no {name}; {hint}.")

@@ -18,17 +18,21 @@ the pooled features). Then, each step its own resumable run under ``--workdir``:
 
 ``Setup.images`` replaces CIFAR by a folder with one subfolder per class (``cats/``
 ``dogs/``, or the notes' first example's ``male/`` ``female/``), split half for training
-and a quarter each for validation and test. ``Setup.weights``, a Keras VGG16 file saved
-with its classifier (``VGG16(weights="imagenet").save_weights(...)``, or Keras's own
-``vgg16_weights_tf_dim_ordering_tf_kernels.h5``), makes steps 3-5 use ImageNet's VGG16
+and a quarter each for validation and test. ``Setup.weights``, a Keras VGG16 file with or
+without its classifier (``VGG16(weights="imagenet", include_top=False).save_weights(...)``,
+as the notes, or Keras's own ``vgg16_weights_tf_dim_ordering_tf_kernels[_notop].h5``: the
+classifier is replaced anyway), makes steps 3-5 use ImageNet's VGG16
 through :func:`cnn_jax.models.convert.load_pretrained` as the notes do (150x150 images by
 default; Caffe's preprocessing: BGR, mean subtracted), with no pretraining run; steps 1-2
 then train a four-block ``simple_cnn``.
 
-``run_study(workdir, setup)`` (``python -m cnn_jax study transfer --workdir runs/transfer
-[--base resnet] [--images DIR] [--weights VGG16.h5]``) trains what is not finished yet and
-writes ``study.md``, ``study.json`` and ``study.png``: per step the trainable and frozen
-parameters, epochs, training time and validation and test accuracy. The published numbers
+``run_study(workdir, setup, replicates=K)`` (``python -m cnn_jax study transfer --workdir
+runs/transfer [--base resnet] [--images DIR] [--weights VGG16.h5] [--replicates K]``)
+trains what is not finished yet and writes ``study.md``, ``study.json`` and ``study.png``:
+per step the trainable and frozen parameters, epochs, training time and validation and
+test accuracy; with K replicates (runs ``STEP_r1`` .. with other seeds, from the one
+pretrained base) their means, the test accuracy's standard deviation and step 5's gain
+over step 1 paired by seed. The published numbers
 (150x150 images, ImageNet VGG16) are about 71, 82, 90, 96 and 97%.
 
 The experiment files ``experiments/cifar_catdog_*.py`` are the CIFAR configs with the VGG
@@ -83,7 +87,8 @@ class Setup:
     variant: ``""`` (CIFAR-10 at the notes' sizes) or ``"digits"`` (seconds long, 8x8).
     base: the pretrained base, ``"vgg"`` or ``"resnet"``; steps 1-2 train its network.
     images: a folder of class subfolders to use instead of CIFAR cats vs dogs.
-    weights: a Keras VGG16 ``.h5`` (with its classifier): steps 3-5 use it as the base.
+    weights: a Keras VGG16 ``.h5`` (with or without its classifier): steps 3-5 use it as
+      the base.
     image_size: the folder's images are resized to it (0: 150 with ``weights``, as the
       notes; else the pretraining images' size, 32, or 8 for digits).
   """
@@ -105,7 +110,7 @@ class Setup:
                           "out --variant digits.")
       if not self.weights.endswith(".h5"):
         raise ConfigError(f"--weights {self.weights!r}: give Keras's VGG16 weights, a .h5 "
-                          "file saved with the classifier (include_top=True).")
+                          "file (with or without the classifier).")
     return self
 
   @property
@@ -177,18 +182,24 @@ def _target_data(setup: Setup) -> ml_collections.ConfigDict:
   return dataset_preset("cifar10_catdog")
 
 
-def step_config(step: str, setup: Setup = Setup(),
-                workdir: str = "runs/transfer") -> ml_collections.ConfigDict:
+def run_name(step: str, replicate: int = 0) -> str:
+  """The run directory of a step's replicate: ``5_finetune``, ``5_finetune_r1``, ..."""
+  return step if replicate == 0 else f"{step}_r{replicate}"
+
+
+def step_config(step: str, setup: Setup = Setup(), workdir: str = "runs/transfer",
+                replicate: int = 0) -> ml_collections.ConfigDict:
   """The config of ``step`` (one of :data:`STEPS`) of the study in ``workdir``, whose
-  pretraining run is ``workdir/0_pretrain`` (and step 5 starts from ``workdir/4_...``)."""
+  pretraining run is ``workdir/0_pretrain`` (and step 5 starts from ``workdir/4_...``);
+  ``replicate`` r > 0: the same step with other seeds (step 5 from step 4's replicate r)."""
   setup.check()
   if step not in STEPS:
     raise ConfigError(f"Unknown study step {step!r}; the steps: {', '.join(STEPS)}.")
   config = _base(setup, _target_data(setup), epochs=1 if setup.digits else EPOCHS[step],
                  batch_size=32 if setup.digits else 64)
-  # a seed per step: step 5 would otherwise replay step 4's batches, augmentations and
-  # dropout masks (see cnn_jax.transfer.init_from.source_variables)
-  config.seed = STEPS.index(step) + 1
+  # a seed per step and replicate (the pretraining has 0): step 5 would otherwise replay
+  # step 4's batches, augmentations and dropout masks (cnn_jax.transfer.init_from)
+  config.seed = STEPS.index(step) + 1 + 10 * replicate
   config.optimizer.name, config.optimizer.learning_rate = "adam", 1e-3  # 2,000 images: Adam
   config.optimizer.weight_decay = 0.0
   pretrained = os.path.join(workdir, PRETRAIN)
@@ -221,7 +232,7 @@ def step_config(step: str, setup: Setup = Setup(),
     if setup.weights:
       _imagenet_vgg16(config, setup)
       config.model.init_skip = ()
-    config.model.init_from = os.path.join(workdir, "4_frozen_augment")
+    config.model.init_from = os.path.join(workdir, run_name("4_frozen_augment", replicate))
     # small steps on the pretrained stage: a tenth of the rate (ImageNet's VGG16: 1e-5, as
     # the notes)
     config.optimizer.learning_rate = 1e-5 if setup.weights else 1e-4
@@ -293,10 +304,14 @@ def check_workdir(workdir: str, setup: Setup) -> None:
 
 
 def run_study(workdir: str, setup: Setup = Setup(), progress: bool = True,
-              log: Callable[[str], None] = print) -> list[dict]:
+              log: Callable[[str], None] = print, replicates: int = 1) -> list[dict]:
   """Pretrains the base (unless ``setup.weights``) and trains the five steps in ``workdir``
-  (skipping finished ones; ``progress``: the runs' progress bars, ``train.progress``);
-  writes ``study.md``, ``study.json`` and ``study.png`` there and returns the rows."""
+  (skipping finished ones; ``progress``: the runs' progress bars, ``train.progress``),
+  each ``replicates`` times with other seeds (the pretraining runs once); writes
+  ``study.md``, ``study.json`` and ``study.png`` there and returns the per-step summary
+  (:func:`summarize`)."""
+  if replicates < 1:
+    raise ConfigError(f"--replicates must be at least 1, got {replicates}.")
   setup.check()
   if setup.weights and not os.path.isfile(setup.weights):
     raise ConfigError(f"--weights {setup.weights!r}: no such file.")
@@ -313,15 +328,46 @@ def run_study(workdir: str, setup: Setup = Setup(), progress: bool = True,
     log(f"{PRETRAIN}: test accuracy {pretrain['test_accuracy']:.4f} on "
         f"{len(config.dataset.classes)} classes")
   frozen_base = step_config("4_frozen_augment", setup, workdir)
-  rows = [run(name, step_config(name, setup, workdir),
-              base_config=frozen_base if name == "3_features" else None) for name in STEPS]
+  rows = [{**run(run_name(step, r), step_config(step, setup, workdir, r),
+                 base_config=frozen_base if step == "3_features" else None),
+           "step": step, "replicate": r}
+          for r in range(replicates) for step in STEPS]
+  summary = summarize(rows)
   with atomic_write(os.path.join(workdir, "study.json")) as f:
-    json.dump({"setup": dataclasses.asdict(setup), "pretrain": pretrain, "steps": rows,
-               "published": PUBLISHED}, f, indent=1)
+    json.dump({"setup": dataclasses.asdict(setup), "pretrain": pretrain, "steps": summary,
+               "runs": rows, "published": PUBLISHED}, f, indent=1)
   with atomic_write(os.path.join(workdir, "study.md")) as f:
-    f.write(format_table(rows) + "\n")
-  plot_study(rows, os.path.join(workdir, "study.png"), f"Transfer learning: {describe(setup)}")
-  return rows
+    f.write(format_table(summary) + "\n")
+  plot_study(summary, os.path.join(workdir, "study.png"),
+             f"Transfer learning: {describe(setup)}")
+  return summary
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+  """One row per step from its replicates' rows: the first one's parameter counts and
+  epochs; the means of training time and accuracies; ``test_accuracies`` (by replicate),
+  ``test_accuracy_std`` (ddof 1; 0 for one replicate) and ``gain_over_first`` (mean and
+  standard deviation of the test accuracy minus step 1's, paired by replicate)."""
+  first = {r["replicate"]: r["test_accuracy"] for r in rows if r["step"] == STEPS[0]}
+  summary = []
+  for step in STEPS:
+    runs = [r for r in rows if r["step"] == step]
+    if not runs:
+      continue
+    tests = [r["test_accuracy"] for r in runs]
+    gains = [r["test_accuracy"] - first[r["replicate"]] for r in runs if r["replicate"] in first]
+    summary.append({**{k: v for k, v in runs[0].items() if k != "replicate"},
+                    "replicates": len(runs),
+                    "train_time_s": round(float(np.mean([r["train_time_s"] for r in runs])), 1),
+                    "val_accuracy": float(np.mean([r["val_accuracy"] for r in runs])),
+                    "test_accuracy": float(np.mean(tests)), "test_accuracies": tests,
+                    "test_accuracy_std": _std(tests),
+                    "gain_over_first": (float(np.mean(gains)), _std(gains)) if gains else None})
+  return summary
+
+
+def _std(values: list[float]) -> float:
+  return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def describe(setup: Setup) -> str:
@@ -334,19 +380,29 @@ def describe(setup: Setup) -> str:
   return f"{data}\n{base}"
 
 
-def format_table(rows: list[dict]) -> str:
-  """The study as a markdown table, one row per step."""
+def format_table(summary: list[dict]) -> str:
+  """The study as a markdown table, one row per step (means over replicates, with the test
+  accuracy's standard deviation when there are several), and step 5's gain over step 1."""
+  n = max(r["replicates"] for r in summary)
+  spread = f" (mean ± sd of {n} seeds)" if n > 1 else ""
   lines = ["| step | trainable params | frozen params | epochs | train time (s) | val accuracy "
-           "| test accuracy | published |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-  for r in rows:
+           f"| test accuracy{spread} | published |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+  for r in summary:
+    test = f"{r['test_accuracy']:.3f}" + (f" ± {r['test_accuracy_std']:.3f}" if n > 1 else "")
     lines.append(f"| {r['step']} | {r['trainable_params']:,} | {r['frozen_params']:,} | "
                  f"{r['epochs']} | {r['train_time_s']:.0f} | {r['val_accuracy']:.3f} | "
-                 f"{r['test_accuracy']:.3f} | {PUBLISHED[r['step']]:.2f} |")
+                 f"{test} | {PUBLISHED[r['step']]:.2f} |")
+  last = summary[-1]
+  if last["gain_over_first"] is not None and last["step"] != STEPS[0]:
+    mean, sd = last["gain_over_first"]
+    lines.append(f"\n{last['step']} minus {STEPS[0]}, test accuracy: {100 * mean:+.1f} points"
+                 + (f" (sd {100 * sd:.1f} over {n} paired seeds)" if n > 1 else ""))
   return "\n".join(lines)
 
 
 def plot_study(rows: list[dict], path: str, title: str) -> str:
-  """Validation and test accuracy per step as bars, the published numbers as markers."""
+  """Validation and test accuracy per step as bars (means; each replicate's test accuracy a
+  dot), the published numbers as markers."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -354,6 +410,9 @@ def plot_study(rows: list[dict], path: str, title: str) -> str:
   fig, ax = plt.subplots(figsize=(7.5, 4))
   ax.bar(x - 0.2, [r["val_accuracy"] for r in rows], 0.4, label="validation")
   ax.bar(x + 0.2, [r["test_accuracy"] for r in rows], 0.4, label="test")
+  if max(r["replicates"] for r in rows) > 1:
+    for i, r in enumerate(rows):
+      ax.plot([x[i] + 0.2] * r["replicates"], r["test_accuracies"], "k.", markersize=4)
   ax.plot(x, [PUBLISHED[r["step"]] for r in rows], "k_", markersize=28, mew=2,
           label="published (150x150, ImageNet VGG16)")
   ax.set_xticks(x, [r["step"].replace("_", " ", 1) for r in rows], fontsize=8)

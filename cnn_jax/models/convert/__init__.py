@@ -14,7 +14,10 @@ Both converters describe a model the same way (:func:`trace`: the abstract varia
 the model, the file key that holds it and the :class:`Layout` it is stored in -- to
 :func:`assemble`, the one place that checks a file against the model: a missing key, a
 wrong shape or a non-float tensor raises :class:`WeightFileError` naming the key and what
-was expected; keys left over once every leaf is filled are reported as unexpected. Only
+was expected; keys left over once every leaf is filled are reported as unexpected. Leaves
+the caller skips (``load_pretrained(..., skip=...)``, e.g. the classifier of a model whose
+file was saved without it, Keras's ``include_top=False``) are not read and come back as
+zeros, for the caller to initialize. Only
 tensors are read: nothing is unpickled beyond what ``torch.load(weights_only=True)``
 allows.
 """
@@ -54,14 +57,21 @@ OIHW = Layout("[out, in, kh, kw]", lambda s: (s[3], s[2], s[0], s[1]),
 TRANSPOSED = Layout("[out, in]", lambda s: tuple(s[::-1]), lambda a, s: a.T)
 
 
+def _keep_all(path: Path) -> bool:
+  return False
+
+
 class Trace(NamedTuple):
   """What the converters need to know about a model, computed without allocating it."""
   shapes: dict  # {"params": ..., "batch_stats": ...} of jax.ShapeDtypeStruct
   modules: list[tuple[Path, str]]  # (path, class name) of modules owning variables, call order
+  skip: Callable[[Path], bool] = _keep_all  # (*module path, leaf) -> not read from the file
 
 
-def trace(model: nn.Module, input_shape: tuple[int, ...]) -> Trace:
-  """Abstract ``model.init`` on ``input_shape`` (``[B, H, W, C]``), recording call order."""
+def trace(model: nn.Module, input_shape: tuple[int, ...],
+          skip: Callable[[Path], bool] = _keep_all) -> Trace:
+  """Abstract ``model.init`` on ``input_shape`` (``[B, H, W, C]``), recording call order;
+  ``skip``: the leaves (``(*module path, leaf)``) the converter leaves out."""
   called: dict[Path, str] = {}
 
   def record(next_fn, args, kwargs, context):
@@ -73,7 +83,7 @@ def trace(model: nn.Module, input_shape: tuple[int, ...]) -> Trace:
     shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(input_shape, jnp.float32))
   shapes = {k: v for k, v in shapes.items() if k in ("params", "batch_stats")}
   modules = [(path, cls) for path, cls in called.items() if module_leaves(shapes, path)]
-  return Trace(shapes, modules)
+  return Trace(shapes, modules, skip)
 
 
 def module_leaves(shapes: Mapping, path: Path) -> list[tuple[str, str, Any]]:
@@ -94,7 +104,8 @@ class Entry(NamedTuple):
 
 
 def assemble(plan: Mapping[Path, Entry], tensors: Mapping[str, np.ndarray], shapes: Mapping,
-             source: str, ignore: Callable[[str], bool] = lambda key: False) -> dict:
+             source: str, ignore: Callable[[str], bool] = lambda key: False,
+             skip: Callable[[Path], bool] = _keep_all) -> dict:
   """Fills every leaf of ``shapes`` from ``tensors`` following ``plan``; the one checker.
 
   Args:
@@ -104,6 +115,8 @@ def assemble(plan: Mapping[Path, Entry], tensors: Mapping[str, np.ndarray], shap
     shapes: the abstract variables of the model (``Trace.shapes``).
     source: the file, for messages.
     ignore: keys of the file that carry no weight (PyTorch's ``num_batches_tracked``).
+    skip: leaves (``(*module path, leaf)``, no collection) not to read: zeros, whether
+      the file has them or not (``Trace.skip``).
 
   Raises:
     WeightFileError: for the first key that is missing, has the wrong shape or is not a
@@ -117,6 +130,13 @@ def assemble(plan: Mapping[Path, Entry], tensors: Mapping[str, np.ndarray], shap
   used = set()
   for path, (key, layout) in plan.items():
     spec = expected[path]
+    node = variables
+    for name in path[:-1]:
+      node = node.setdefault(name, {})
+    if skip(path[1:]):
+      node[path[-1]] = jnp.zeros(spec.shape, spec.dtype)
+      used.add(key)
+      continue
     want = layout.source_shape(spec.shape)
     where = f"the model's {'/'.join(path)} {list(spec.shape)}"
     if key not in tensors:
@@ -129,9 +149,6 @@ def assemble(plan: Mapping[Path, Entry], tensors: Mapping[str, np.ndarray], shap
     if not np.issubdtype(array.dtype, np.floating):
       raise WeightFileError(f"{source}: {key!r} has dtype {array.dtype}, expected floats "
                             f"for {where}.")
-    node = variables
-    for name in path[:-1]:
-      node = node.setdefault(name, {})
     node[path[-1]] = jnp.asarray(layout.to_flax(array, spec.shape), spec.dtype)
     used.add(key)
   unexpected = [k for k in tensors if k not in used and not ignore(k)]
@@ -146,13 +163,16 @@ KERAS_SUFFIXES = (".h5",)
 TORCH_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
-def load_pretrained(model_name: str, path: str, **model_options) -> tuple[nn.Module, dict]:
+def load_pretrained(model_name: str, path: str, skip: Callable[[Path], bool] | None = None,
+                    **model_options) -> tuple[nn.Module, dict]:
   """Builds ``model_name`` and loads a Keras or PyTorch weight file into it.
 
   Args:
     model_name: a registered model (``resnet50``, ``keras_resnet50``, ``vgg16``, ...).
     path: a ``.h5`` / ``.weights.h5`` Keras file, or a ``.safetensors`` / ``.pth`` /
       ``.pt`` PyTorch state dict in torchvision naming.
+    skip: ``(*module path, leaf) -> bool``: leaves not to read (zeros in the result), such
+      as a classifier the file was saved without.
     **model_options: constructor options, e.g. ``num_classes=10`` for a 10-class head.
 
   Returns:
@@ -179,5 +199,5 @@ def load_pretrained(model_name: str, path: str, **model_options) -> tuple[nn.Mod
   if not os.path.isfile(path):
     raise WeightFileError(f"No weight file at {path!r}.")
   model = create(model_name, **model_options)
-  traced = trace(model, (1, *input_shape(model_name)))
+  traced = trace(model, (1, *input_shape(model_name)), skip or _keep_all)
   return model, converter.convert(model, read(path), traced, source=path)

@@ -5,7 +5,8 @@
 * ``keras_inception_v3``: ``InceptionV3``;
 * ``xception``: ``Xception``.
 
-Pass ``num_classes`` when the file's head has other than 1000 classes.
+Pass ``num_classes`` when the file's head has other than 1000 classes; a file saved with
+``include_top=False`` loads with ``load_pretrained(..., skip=...)`` naming the head.
 
 Files: Keras 3's ``.weights.h5`` (``model.save_weights``) and Keras 2's legacy ``.h5``
 (``save_weights``, ``model.save``, and the ``keras.applications`` downloads), read with
@@ -182,4 +183,4 @@ def convert(model: nn.Module, weights: dict[str, np.ndarray], traced: Trace,
       positions[name] = index + 1
       layout = kernel_layout if leaf == "kernel" else SAME
       plan[(collection, *path, leaf)] = Entry(f"{name}/{index}", layout)
-  return assemble(plan, weights, traced.shapes, source)
+  return assemble(plan, weights, traced.shapes, source, skip=traced.skip)

@@ -88,4 +88,4 @@ def convert(model: nn.Module, state_dict: dict[str, np.ndarray], traced: Trace,
         layout = OIHW if len(spec.shape) == 4 else TRANSPOSED
       plan[(collection, *path, leaf)] = Entry(f"{prefix}.{LEAF_NAMES[leaf]}", layout)
   return assemble(plan, state_dict, traced.shapes, source,
-                  ignore=lambda key: key.endswith(".num_batches_tracked"))
+                  ignore=lambda key: key.endswith(".num_batches_tracked"), skip=traced.skip)
