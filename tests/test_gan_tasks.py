@@ -87,6 +87,7 @@ def test_summed_feature_moments_give_the_frechet_distance_of_the_features():
 
 def test_dcgan_scored_by_our_classifier_and_sampled(tmp_path, digits_classifier):
   config = _config("mnist_dcgan", "train.epochs=2", f"task.classifier_run={digits_classifier}")
+  assert config.task.pack == 2  # PacGAN, as the full experiment: eval batches split into packs
   results = train(config, str(tmp_path))
   test = results["test"]
   coverage = np.array(list(test["class_coverage"].values()))
@@ -103,11 +104,42 @@ def test_dcgan_scored_by_our_classifier_and_sampled(tmp_path, digits_classifier)
     train(_config("mnist_dcgan", "task.classifier_run=/nonexistent"), str(tmp_path / "x"))
 
 
+def test_dcgan_config_mirrors_the_generator_widths_unless_told_otherwise():
+  from cnn_jax.data.presets import dataset_preset
+  from cnn_jax.tasks.gan import dcgan_config
+  digits = dataset_preset("digits")
+  mirrored = dcgan_config(digits, widths=(64, 32))
+  assert mirrored.model.widths == (64, 32) and mirrored.task.discriminator.widths == (32, 64)
+  own = dcgan_config(digits, widths=(128, 64), disc_widths=(32, 64))
+  assert own.model.widths == (128, 64) and own.task.discriminator.widths == (32, 64)
+  defaults = dcgan_config(digits)
+  assert "widths" not in defaults.model and "widths" not in defaults.task.discriminator
+
+
+def test_pacgan_packs_consecutive_samples_along_channels():
+  from cnn_jax.data import PreparedData
+  from cnn_jax.tasks.gan import GANTask
+  config = _config("mnist_dcgan", "task.pack=2")
+  task = GANTask(config, PreparedData.synthetic((8, 8, 1), [str(i) for i in range(10)]))
+  images = jnp.arange(4 * 8 * 8, dtype=jnp.float32).reshape(4, 8, 8, 1)
+  packed = task.packed(images)
+  assert packed.shape == (2, 8, 8, 2)
+  np.testing.assert_array_equal(packed[1, ..., 0], images[2, ..., 0])
+  np.testing.assert_array_equal(packed[1, ..., 1], images[3, ..., 0])
+  disc = task.build_networks(lambda section: optax.adam(1e-3))["disc"]
+  assert disc.input_shapes == ((8, 8, 2),)  # one 2-channel pack per two samples
+  variables = disc.module.init(jax.random.PRNGKey(0), packed)
+  logits, _ = disc.module.apply(variables, packed)
+  assert logits.shape == (2,)
+
+
 def test_bad_gan_options_fail_in_one_line(tmp_path):
   with pytest.raises(ConfigError, match="multiple of task.disc_steps"):
     train(_config("mnist_gan_mlp", "train.batch_size=33"), str(tmp_path / "a"))
   with pytest.raises(ConfigError, match="generator_loss"):
     train(_config("mnist_dcgan", "task.generator_loss=wasserstein"), str(tmp_path / "b"))
+  with pytest.raises(ConfigError, match="task.pack=3 must"):
+    train(_config("mnist_dcgan", "task.pack=3"), str(tmp_path / "c"))
 
 
 def test_history_buffer_fills_then_swaps():

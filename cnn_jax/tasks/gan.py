@@ -13,6 +13,11 @@ One loop step is one iteration of the notes' algorithm (Goodfellow et al., algor
   (default; minimizes ``-log D(G(z))``, the fake logits against ones, as DCGAN) or
   ``"minimax"`` (minimizes ``log(1 - D(G(z)))``, minus the fake logits against zeros).
 
+``task.pack`` (default 1) is PacGAN's packing (Lin et al. 2018): the discriminator judges
+``p`` samples at once, stacked along channels (``[B, H, W, C] -> [B / p, H, W, p * C]``),
+real packs against fake packs; a generator that drops modes makes packs that look alike,
+which a packed discriminator can tell, so packing penalizes mode collapse.
+
 All losses are on logits (``optax.sigmoid_binary_cross_entropy``). Real images are scaled
 from [0, 1] to the generator's output range ([-1, 1] for ``tanh``). The generator trains
 with ``config.optimizer`` and ``config.model``; the discriminator with
@@ -59,12 +64,13 @@ def gan_adam(learning_rate: float = 2e-4) -> ml_collections.ConfigDict:
 
 def dcgan_config(dataset: ml_collections.ConfigDict, *, classifier_run: str = "",
                  epochs: int = 5, batch_size: int = 64, latent_dim: int = 100,
-                 widths: tuple | None = None, eval_batch_size: int = 1000
-                 ) -> ml_collections.ConfigDict:
+                 widths: tuple | None = None, disc_widths: tuple | None = None,
+                 eval_batch_size: int = 1000) -> ml_collections.ConfigDict:
   """A DCGAN experiment (the module docstring's settings) on ``dataset``: pixel-shuffle
   generator with tanh output, strided-convolution discriminator, :func:`gan_adam` for both
   players, constant schedule, non-saturating loss. ``widths`` (None: the models' defaults
-  for the image size) sets the generator's widths and, reversed, the discriminator's."""
+  for the image size) sets the generator's widths; ``disc_widths`` the discriminator's
+  (None: ``widths`` reversed, or the model's default when ``widths`` is None too)."""
   from cnn_jax.config import train_section
   config = ml_collections.ConfigDict()
   config.seed = 0
@@ -74,10 +80,12 @@ def dcgan_config(dataset: ml_collections.ConfigDict, *, classifier_run: str = ""
   config.task = ml_collections.ConfigDict({
       "name": "gan", "disc_steps": 1, "generator_loss": "non_saturating",
       "discriminator": {"name": "dcgan_discriminator"}, "disc_optimizer": gan_adam(),
-      "classifier_run": classifier_run})
+      "pack": 1, "classifier_run": classifier_run})
   if widths is not None:
     config.model.widths = tuple(widths)
-    config.task.discriminator.widths = tuple(reversed(widths))
+    disc_widths = tuple(reversed(widths)) if disc_widths is None else disc_widths
+  if disc_widths is not None:
+    config.task.discriminator.widths = tuple(disc_widths)
   config.optimizer = gan_adam()
   config.schedule = ml_collections.ConfigDict({"name": "constant"})
   config.train = train_section(epochs=epochs, batch_size=batch_size,
@@ -185,7 +193,7 @@ class GANTask(Task):
   inputs = {"image": "image"}
   options = {"disc_steps": 1, "generator_loss": "non_saturating",
              "discriminator": {"name": "dcgan_discriminator"}, "disc_optimizer": None,
-             "classifier_run": ""}
+             "pack": 1, "classifier_run": ""}
   primary_metric = ("val_d_loss", "max")  # without a classifier: the discriminator's confusion
 
   def __init__(self, config, data, **kwargs):
@@ -196,6 +204,12 @@ class GANTask(Task):
     if config.train.batch_size % self.disc_steps:
       raise ConfigError(f"train.batch_size={config.train.batch_size} must be a multiple of "
                         f"task.disc_steps={self.disc_steps}: each step feeds k minibatches.")
+    self.pack = int(self.opts["pack"])
+    minibatch = config.train.batch_size // self.disc_steps
+    if self.pack < 1 or minibatch % self.pack or config.train.eval_batch_size % self.pack:
+      raise ConfigError(f"task.pack={self.pack} must be >= 1 and divide the minibatch "
+                        f"({minibatch} = train.batch_size / task.disc_steps) and "
+                        f"train.eval_batch_size={config.train.eval_batch_size}.")
     if self.opts["generator_loss"] not in GENERATOR_LOSSES:
       raise ConfigError(f"task.generator_loss must be one of {', '.join(GENERATOR_LOSSES)}, "
                         f"got {self.opts['generator_loss']!r}.")
@@ -211,11 +225,12 @@ class GANTask(Task):
   def build_networks(self, make_optimizer):
     generator = build_model(self.config, image_shape=tuple(self.image_shape))
     self.latent_dim = int(generator.latent_dim)
-    discriminator = model_from_section(self.opts["discriminator"],
-                                       image_shape=tuple(self.image_shape))
+    height, width, channels = self.image_shape
+    pack_shape = (height, width, channels * self.pack)
+    discriminator = model_from_section(self.opts["discriminator"], image_shape=pack_shape)
     disc_opt = optimizer_section(self.opts["disc_optimizer"], self.config.optimizer)
     return {"gen": Network(generator, ((self.latent_dim,),), make_optimizer(self.config.optimizer)),
-            "disc": Network(discriminator, (tuple(self.image_shape),), make_optimizer(disc_opt))}
+            "disc": Network(discriminator, (pack_shape,), make_optimizer(disc_opt))}
 
   def noise(self, key: jax.Array, count: int) -> jax.Array:
     """``z ~ N(0, I)``, ``[count, latent_dim]``."""
@@ -224,6 +239,13 @@ class GANTask(Task):
   def eval_noise(self, index: jax.Array) -> jax.Array:
     """The fixed noise ``[B, latent_dim]`` of the examples at ``index [B]`` of a split."""
     return jax.vmap(lambda i: self.noise(jax.random.fold_in(self.eval_noise_key, i), 1)[0])(index)
+
+  def packed(self, images: jax.Array) -> jax.Array:
+    """The discriminator's input: ``[B, H, W, C] -> [B / p, H, W, p * C]``, each run of
+    ``p = task.pack`` consecutive images stacked along channels (identity for ``p = 1``)."""
+    b, h, w, c = images.shape
+    p = self.pack
+    return images.reshape(b // p, p, h, w, c).transpose(0, 2, 3, 1, 4).reshape(b // p, h, w, p * c)
 
   def to_model_range(self, images: jax.Array) -> jax.Array:
     """Real images in [0, 1] -> the generator's output range."""
@@ -257,10 +279,10 @@ class GANTask(Task):
       rng = jax.random.fold_in(dropout_key, i)
 
       def loss_fn(params):
-        (real_logits, _), collections = disc.apply(real_i, params=params, train=True,
-                                                   rng=jax.random.fold_in(rng, 0))
+        (real_logits, _), collections = disc.apply(self.packed(real_i), params=params,
+                                                   train=True, rng=jax.random.fold_in(rng, 0))
         (fake_logits, _), collections = disc.replace(collections=collections).apply(
-            fake, params=params, train=True, rng=jax.random.fold_in(rng, 1))
+            self.packed(fake), params=params, train=True, rng=jax.random.fold_in(rng, 1))
         losses = (optax.sigmoid_binary_cross_entropy(real_logits, jnp.ones_like(real_logits))
                   + optax.sigmoid_binary_cross_entropy(fake_logits, jnp.zeros_like(fake_logits)))
         return losses.mean(), (losses, real_logits, fake_logits, collections)
@@ -276,7 +298,8 @@ class GANTask(Task):
 
     def gen_loss_fn(params):
       (fake, _), collections = gen.apply(z, params=params, train=True)
-      (fake_logits, _), _ = disc.apply(fake, train=True, rng=jax.random.fold_in(dropout_key, k))
+      (fake_logits, _), _ = disc.apply(self.packed(fake), train=True,
+                                       rng=jax.random.fold_in(dropout_key, k))
       losses = self.generator_losses(fake_logits)
       return losses.mean(), (losses, collections)
 
@@ -292,14 +315,15 @@ class GANTask(Task):
     valid, disc = batch["valid"], state.nets["disc"]
     real = self.to_model_range(batch["image"])
     fake = self.generate(state, self.eval_noise(batch["index"]))
-    (real_logits, _), _ = disc.apply(real, train=False)
-    (fake_logits, _), _ = disc.apply(fake, train=False)
+    (real_logits, _), _ = disc.apply(self.packed(real), train=False)
+    (fake_logits, _), _ = disc.apply(self.packed(fake), train=False)
+    valid_packs = valid.reshape(-1, self.pack).all(-1)  # padding never enters a pack's score
     d_losses = (optax.sigmoid_binary_cross_entropy(real_logits, jnp.ones_like(real_logits))
                 + optax.sigmoid_binary_cross_entropy(fake_logits, jnp.zeros_like(fake_logits)))
-    sums = {"d_loss": masked_sum(d_losses, valid),
-            "g_loss": masked_sum(self.generator_losses(fake_logits), valid),
-            "d_real": masked_sum(jax.nn.sigmoid(real_logits), valid),
-            "d_fake": masked_sum(jax.nn.sigmoid(fake_logits), valid)}
+    sums = {"d_loss": masked_sum(d_losses, valid_packs),
+            "g_loss": masked_sum(self.generator_losses(fake_logits), valid_packs),
+            "d_real": masked_sum(jax.nn.sigmoid(real_logits), valid_packs),
+            "d_fake": masked_sum(jax.nn.sigmoid(fake_logits), valid_packs)}
     if self.judge is not None:
       sums.update(self.judge_sums(to_unit_range(real, self.value_range),
                                   to_unit_range(fake, self.value_range), valid))
