@@ -1,6 +1,6 @@
 """Transfer-learning study on CIFAR-10 cats vs dogs, step 5: from step 4's run, the last
-stage unfrozen next to the head and fine-tuned at a tenth of the learning rate, with
-augmentation.
+stage unfrozen next to the head and fine-tuned at a lower learning rate (3e-4 against
+1e-3), with augmentation.
 
 Paths to the other runs assume the study's layout under runs/transfer (``python -m cnn_jax
 study transfer --workdir DIR`` sets them for DIR). ``:digits`` is the seconds-long version
