@@ -236,6 +236,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
        "a fraction in (0, 1) or a number of examples >= 1"),
       ("dataset.test_fraction", fraction_or_count(True),
        "a fraction in [0, 1) or a number of examples >= 1"),
+      ("dataset.split_seed", lambda v: v is None or (_is_count(v) and v >= 0),
+       "an integer >= 0 (or None: the run's seed)"),
   ]
   for key, ok, allowed in checks:
     _check(config, key, ok, allowed)

@@ -21,7 +21,7 @@ from flax import traverse_util
 from jax.extend import core
 from PIL import Image
 
-from cnn_jax.data import PreparedData
+from cnn_jax.data import PreparedData, prepare
 from cnn_jax.errors import ConfigError, ShapeError
 from cnn_jax.models import create
 from cnn_jax.models.catalog import layer_groups
@@ -202,6 +202,15 @@ def test_replicates_get_their_own_seeds_and_pair_with_step_1():
   assert replicate.model.init_from == os.path.join("study", "4_frozen_augment_r1")
   assert replicate.seed != step_config("5_finetune", Setup("digits"), "study").seed
   assert study.run_name("5_finetune", 1) == "5_finetune_r1"
+  # one split per replicate: step 5 is tested on images step 4 never trained on
+  splits = {}
+  for step in ("4_frozen_augment", "5_finetune"):
+    config = step_config(step, Setup("digits"), "study", replicate=1)
+    splits[step] = prepare(config, None).indices
+  assert all(np.array_equal(splits["4_frozen_augment"][k], splits["5_finetune"][k])
+             for k in ("train", "val", "test"))
+  other = step_config("5_finetune", Setup("digits"), "study", replicate=2)
+  assert not np.array_equal(prepare(other, None).indices["test"], splits["5_finetune"]["test"])
   tests = {"1_scratch": (0.70, 0.74), "5_finetune": (0.80, 0.86)}
   rows = [{"step": step, "replicate": r, "trainable_params": 10, "frozen_params": 5,
            "epochs": 3, "train_time_s": 2.0 + r, "val_accuracy": 0.5, "test_accuracy": t[r]}

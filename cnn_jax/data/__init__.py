@@ -114,11 +114,18 @@ def select_classes(data: sources.ArrayData, classes) -> sources.ArrayData:
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str | None) -> PreparedData:
-  """Loads ``config.dataset``, splits it (reusing ``workdir/splits.npz``) and preprocesses it."""
+  """Loads ``config.dataset``, splits it (reusing ``workdir/splits.npz``) and preprocesses it.
+
+  The split is drawn with ``dataset.split_seed`` when the section sets one, else with the
+  run's ``seed``: runs that differ only in ``seed`` then share their train/val/test images
+  if they set the same split seed (so a run started from another one's weights is not
+  tested on images the other trained on)."""
   data = sources.load(config.dataset)
   if config.dataset.get("classes"):
     data = select_classes(data, config.dataset.classes)
-  chosen = splits.load_or_choose(data, config.dataset, config.seed, workdir)
+  split_seed = config.dataset.get("split_seed")
+  chosen = splits.load_or_choose(data, config.dataset,
+                                 config.seed if split_seed is None else split_seed, workdir)
   raw = splits.apply(data, chosen)
   ready = {name: {**arrays, "image": preprocess.to_model_input(arrays["image"], config.dataset)}
            for name, arrays in raw.items()}

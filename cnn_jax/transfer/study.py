@@ -198,8 +198,11 @@ def step_config(step: str, setup: Setup = Setup(), workdir: str = "runs/transfer
   config = _base(setup, _target_data(setup), epochs=1 if setup.digits else EPOCHS[step],
                  batch_size=32 if setup.digits else 64)
   # a seed per step and replicate (the pretraining has 0): step 5 would otherwise replay
-  # step 4's batches, augmentations and dropout masks (cnn_jax.transfer.init_from)
+  # step 4's batches, augmentations and dropout masks (cnn_jax.transfer.init_from); one
+  # split per replicate, the same images for its five steps (step 5 must not be tested
+  # on images step 4 trained on)
   config.seed = STEPS.index(step) + 1 + 10 * replicate
+  config.dataset.split_seed = replicate
   config.optimizer.name, config.optimizer.learning_rate = "adam", 1e-3  # 2,000 images: Adam
   config.optimizer.weight_decay = 0.0
   pretrained = os.path.join(workdir, PRETRAIN)
