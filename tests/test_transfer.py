@@ -194,6 +194,25 @@ def test_init_from_a_run_of_the_same_seed_warns_of_the_replay(pretrained, recwar
   with pytest.warns(UserWarning, match=r"trained with the same seed \(0\).*another seed"):
     init_from.initialize(state, config, load_run)
 
+  # the same dataset drawn with another split: its val/test examples were trained on
+  again = _quiet(pretrain_config("digits"))
+  again.model.update({"init_from": str(study_dir / "0_pretrain"), "init_skip": ()})
+  again.seed, again.dataset.split_seed = 7, 3
+  again.dataset.train_subset = 128  # as the fixture's run
+  state = setup(again, None).state
+  with pytest.warns(UserWarning, match=r"\d+ test and [1-9]\d* validation examples of this "
+                                       r"run were training examples.*same dataset.split_seed"):
+    init_from.initialize(state, again, load_run, prepare(again, None).indices)
+  again.dataset.split_seed = pretrain_config("digits").seed  # the source's split
+  init_from.initialize(state, again, load_run, prepare(again, None).indices)
+  assert not [w for w in recwarn if "training examples" in str(w.message)]
+  source = {"train": np.arange(10), "val": [], "test": [], "test_from": "train"}
+  assert init_from.seen_in_training(source, {"train": [], "val": np.array([3, 12]),
+                                             "test": np.array([1, 2, 20]),
+                                             "test_from": "train"}) == {"val": 1, "test": 2}
+  assert init_from.seen_in_training(source, {"train": [], "val": [], "test": np.array([1]),
+                                             "test_from": "test"})["test"] == 0  # test images
+
 
 def test_replicates_get_their_own_seeds_and_pair_with_step_1():
   """``--replicates 2``: runs ``STEP_r1`` with other seeds; the table's means, standard

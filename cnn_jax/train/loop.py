@@ -131,7 +131,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str,
   if restored is not None:
     state, data_state, _, _ = restored
   elif config.model.get("init_from"):  # a fresh run starts from other weights; resume wins
-    state = jax.device_put(init_from.initialize(state, config, load_run),
+    state = jax.device_put(init_from.initialize(state, config, load_run, data.indices),
                            parallel.replicated(mesh))
   start_step = int(state.step)
 

@@ -23,6 +23,7 @@ leaf of ``params`` and ``batch_stats`` must be in the source with the model's sh
 that is not raises an error naming it.
 """
 
+import json
 import os
 import warnings
 from typing import Callable, Sequence
@@ -30,6 +31,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import traverse_util
 
 from cnn_jax.errors import ConfigError, ShapeError
@@ -82,13 +84,33 @@ def weight_file_variables(model_name: str, path: str, options: dict,
   return {**variables, "params": jax.tree_util.tree_map_with_path(reverse, variables["params"])}
 
 
-def source_variables(config: ml_collections.ConfigDict, load_run: Callable) -> tuple[dict, str]:
+def seen_in_training(source_indices: dict, indices: dict) -> dict[str, int]:
+  """How many of this run's ``val`` and ``test`` examples the source run trained on:
+  ``{"val": n, "test": n}`` from both runs' split indices (``PreparedData.indices``) into
+  the same dataset; a test split taken from the dataset's own test images counts 0."""
+  trained = np.asarray(source_indices["train"])
+  seen = {"val": int(np.isin(indices["val"], trained).sum()), "test": 0}
+  if str(indices["test_from"]) == "train":
+    seen["test"] = int(np.isin(indices["test"], trained).sum())
+  return seen
+
+
+def _but_split(dataset: ml_collections.ConfigDict) -> str:
+  """The dataset section without ``split_seed``, as JSON (a saved config's tuples are lists)."""
+  return json.dumps({k: v for k, v in dataset.to_dict().items() if k != "split_seed"},
+                    sort_keys=True, default=str)
+
+
+def source_variables(config: ml_collections.ConfigDict, load_run: Callable,
+                     indices: dict | None = None) -> tuple[dict, str]:
   """``({"params": ..., "batch_stats": ...}, description)`` of ``config.model.init_from``.
 
-  A source run trained with the same ``seed`` draws a warning: this run's batch order,
-  augmentations and dropout masks would replay the source run's step for step (both count
-  steps from 0); a network that has seen exactly these draws reports an optimistic
-  training loss, which climbs as the replay moves on to the draws it learned least."""
+  Two warnings for a source run: trained with the same ``seed``, this run would replay its
+  batch order, augmentations and dropout masks step for step (both count steps from 0;
+  a network that has seen exactly these draws reports an optimistic training loss);
+  on the same dataset with another split (``indices``: this run's), some of this run's
+  validation or test examples were the source's training examples, and its scores on
+  them would be optimistic (``dataset.split_seed`` shares a split between runs)."""
   model = config.model
   path = model.init_from
   if os.path.isdir(path):
@@ -97,6 +119,13 @@ def source_variables(config: ml_collections.ConfigDict, load_run: Callable) -> t
       warnings.warn(f"model.init_from: {path} was trained with the same seed "
                     f"({config.get('seed')}), so this run replays its batch order, augmentations "
                     "and dropout masks; give this run another seed.", stacklevel=2)
+    if indices is not None and _but_split(session.config.dataset) == _but_split(config.dataset):
+      seen = seen_in_training(session.data.indices, indices)
+      if any(seen.values()):
+        warnings.warn(f"model.init_from: {seen['test']} test and {seen['val']} validation "
+                      f"examples of this run were training examples of {path} (another "
+                      "split of the same dataset): give both runs the same dataset.split_seed.",
+                      stacklevel=2)
     net = state.nets["net"]
     return {"params": net.params, **net.collections}, f"run {path} (step {step})"
   if path.endswith(KERAS_SUFFIXES + TORCH_SUFFIXES):
@@ -110,7 +139,7 @@ def source_variables(config: ml_collections.ConfigDict, load_run: Callable) -> t
 
 
 def initialize(state: TrainState, config: ml_collections.ConfigDict,
-               load_run: Callable) -> TrainState:
+               load_run: Callable, indices: dict | None = None) -> TrainState:
   """``state`` with network ``"net"``'s variables taken from ``model.init_from`` (except the
   ``init_skip`` ones) and its optimizer state initialized afresh.
 
@@ -118,7 +147,7 @@ def initialize(state: TrainState, config: ml_collections.ConfigDict,
     ConfigError: a leaf the source lacks; ShapeError: a leaf whose shape differs. Both name
       the leaf and suggest ``model.init_skip``.
   """
-  source, where = source_variables(config, load_run)
+  source, where = source_variables(config, load_run, indices)
   net = state.nets["net"]
   skipped = skip_matcher(config.model.name, list(net.params),
                          tuple(config.model.get("init_skip") or ()))
