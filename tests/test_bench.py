@@ -26,14 +26,16 @@ def lenet5_forward_flops(batch: int, channels: int = 1) -> int:
 def test_lenet5_fields_are_sane(mode, dtype):
   # All 8 fake devices: the batch is sharded and FLOPs are summed over devices.
   result = bench.benchmark("lenet5", batch_size=BATCH, image_size=32, channels=1, mode=mode,
-                           dtype=dtype, steps=2, warmup=1, repeats=2, peak_tflops=2.0)
+                           dtype=dtype, steps=2, warmup=1, repeats=3, peak_tflops=2.0)
   json.dumps(result)  # serializable
   assert result["num_devices"] == 8 and result["params"] == 61706
   for key in ("images_per_s", "ms_per_step"):
     spread = result[key]
     assert 0 < spread["min"] <= spread["median"] <= spread["max"]
+  # an odd number of rounds: both medians are the same round's, exactly reciprocal (with 2
+  # the medians are means of two rounds and differ by as much as the rounds do under load)
   assert result["images_per_s"]["median"] == pytest.approx(
-      BATCH * 1e3 / result["ms_per_step"]["median"], rel=0.5)
+      BATCH * 1e3 / result["ms_per_step"]["median"], rel=1e-9)
   assert result["lower_s"] > 0 and result["compile_s"] > 0 and result["achieved_tflops"] > 0
   # Training is the forward pass plus about two more of the same cost (backward).
   analytic = lenet5_forward_flops(BATCH) * (3 if mode == "train" else 1)
