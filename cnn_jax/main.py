@@ -164,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--image-size", type=int, default=0, metavar="N",
                  help="--images resized to NxN (default 150 with --weights, else 32)")
   p.add_argument("--replicates", type=int, default=1, metavar="K",
-                 help="train every step K times with other seeds (the pretraining once); the "
-                      "table gives means and standard deviations")
+                 help="train every step K times with other seeds and splits (the pretraining "
+                      "once); the table gives means and standard deviations")
   p.add_argument("--no-progress", action="store_true",
                  help="no progress bars (train.progress=false in every run), e.g. for logs")
   p = command("search", OVERRIDES_EPILOG)

@@ -30,9 +30,9 @@ then train a four-block ``simple_cnn``.
 runs/transfer [--base resnet] [--images DIR] [--weights VGG16.h5] [--replicates K]``)
 trains what is not finished yet and writes ``study.md``, ``study.json`` and ``study.png``:
 per step the trainable and frozen parameters, epochs, training time and validation and
-test accuracy; with K replicates (runs ``STEP_r1`` .. with other seeds, from the one
-pretrained base) their means, the test accuracy's standard deviation and step 5's gain
-over step 1 paired by seed. The published numbers
+test accuracy; with K replicates (runs ``STEP_r1`` .. with other seeds and another
+train/val/test split, from the one pretrained base) their means, the test accuracy's
+standard deviation and step 5's gain over step 1 paired by replicate. The published numbers
 (150x150 images, ImageNet VGG16) are about 71, 82, 90, 96 and 97%.
 
 The experiment files ``experiments/cifar_catdog_*.py`` are the CIFAR configs with the VGG
@@ -191,7 +191,8 @@ def step_config(step: str, setup: Setup = Setup(), workdir: str = "runs/transfer
                 replicate: int = 0) -> ml_collections.ConfigDict:
   """The config of ``step`` (one of :data:`STEPS`) of the study in ``workdir``, whose
   pretraining run is ``workdir/0_pretrain`` (and step 5 starts from ``workdir/4_...``);
-  ``replicate`` r > 0: the same step with other seeds (step 5 from step 4's replicate r)."""
+  ``replicate`` r > 0: the same step with other seeds and split r (step 5 from step 4's
+  replicate r)."""
   setup.check()
   if step not in STEPS:
     raise ConfigError(f"Unknown study step {step!r}; the steps: {', '.join(STEPS)}.")
@@ -311,7 +312,7 @@ def run_study(workdir: str, setup: Setup = Setup(), progress: bool = True,
               log: Callable[[str], None] = print, replicates: int = 1) -> list[dict]:
   """Pretrains the base (unless ``setup.weights``) and trains the five steps in ``workdir``
   (skipping finished ones; ``progress``: the runs' progress bars, ``train.progress``),
-  each ``replicates`` times with other seeds (the pretraining runs once); writes
+  each ``replicates`` times with other seeds and splits (the pretraining runs once); writes
   ``study.md``, ``study.json`` and ``study.png`` there and returns the per-step summary
   (:func:`summarize`)."""
   if replicates < 1:
