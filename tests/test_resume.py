@@ -14,7 +14,8 @@ import orbax.checkpoint as ocp
 
 from conftest import REPO
 
-COMMON = ["--config.train.epochs=4", "--config.train.num_devices=1",
+EPOCHS = 3
+COMMON = [f"--config.train.epochs={EPOCHS}", "--config.train.num_devices=1",
           "--config.train.checkpoint_every_steps=5", "--config.train.progress=false"]
 RUNS = {  # experiment -> steps after which the run is killed (mid-epoch 1, a later epoch)
     "digits_simple_cnn.py": (12, 60),
@@ -81,7 +82,7 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path, experiment):
   for x, y in zip(_leaves(a), _leaves(b)):
     np.testing.assert_array_equal(x, y)
   assert _history(reference) == _history(killed)
-  assert len(_history(killed)) == 4
+  assert len(_history(killed)) == EPOCHS
 
 
 def _leaves(tree):
