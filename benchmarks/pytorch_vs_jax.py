@@ -41,6 +41,12 @@ import time
 # throughput (we measured 20-40x on 2 busy cores); passive waiting avoids it. libgomp reads
 # this when torch is imported. Set OMP_WAIT_POLICY=ACTIVE to measure the spinning default.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The two_devices* variants split the batch over two host CPU devices (data parallel, one
+# program per core): JAX makes them only if told before it starts.
+if any("two_devices" in arg for arg in sys.argv) and "host_platform_device_count" not in \
+    os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_force_host_platform_device_count=2").strip()
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -68,6 +74,9 @@ JAX_VARIANTS = {
     "ynn_off": {"compiler_options": {_YNN: ""}},  # XLA's own conv/dot/reduce emitters
     "ynn_no_reduce": {"compiler_options": {_YNN: _YNN_DEFAULT.rsplit(",", 1)[0]}},
     "ynn_eltwise": {"compiler_options": {_YNN: _YNN_DEFAULT + ",LIBRARY_FUSION_TYPE_ELTWISE"}},
+    "two_devices": {"num_devices": 2},  # the batch split over two host CPU devices
+    "two_devices_ynn_eltwise": {"num_devices": 2, "compiler_options": {
+        _YNN: _YNN_DEFAULT + ",LIBRARY_FUSION_TYPE_ELTWISE"}},
     "eigen_single_thread": {"compiler_options": {"xla_cpu_multi_thread_eigen": False}},
     "fast_math": {"compiler_options": {"xla_cpu_enable_fast_math": True}},
     "vector_width_512": {"compiler_options": {"xla_cpu_prefer_vector_width": 512}},
@@ -201,8 +210,8 @@ def compare(name: str, rounds: int, jax_variants: list[str], torch_threads: list
   for variant in ["float32"] + [v for v in jax_variants
                                 if set(JAX_VARIANTS[v].get("model_options", {})) <= options]:
     timer = bench.StepTimer(name, batch_size=batch_size, image_size=image_size,
-                            channels=channels, num_devices=1, num_classes=num_classes,
-                            **JAX_VARIANTS.get(variant, {}))
+                            channels=channels, num_classes=num_classes,
+                            **{"num_devices": 1, **JAX_VARIANTS.get(variant, {})})
     contenders[f"jax_{variant}"] = timer
     compile_s[f"jax_{variant}"] = timer.compile_s
   for threads in torch_threads:
