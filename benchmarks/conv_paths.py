@@ -1,4 +1,5 @@
-"""XLA's convolution vs im2col, forward + backward, for every conv shape of the small zoo models.
+"""XLA's convolution vs im2col vs space to depth, forward + backward, for every conv shape of the
+small zoo models.
 
 For each convolution of LeNet-5, the MNIST/digits simple CNNs, the CIFAR ResNet-20 (3x3,
 stride 2, the 1x1 stride-2 projection of option B) and Xception-style depthwise convs at
@@ -8,11 +9,13 @@ jitted once per contender and timed in alternating rounds in one process:
 
 * ``xla``: ``lax.conv_general_dilated``, NHWC/HWIO (what ``nn.Conv`` does);
 * ``im2col``: :func:`cnn_jax.models.layers.im2col_conv` (shifted views + one matmul);
+* ``space_to_depth``: :func:`cnn_jax.models.layers.space_to_depth_conv` (2x2 pixel blocks
+  folded into channels, one convolution of blocks; stride-1 ungrouped shapes only);
 * ``xla_nchw``: ``lax.conv_general_dilated`` with NCHW/OIHW operands (float32, ungrouped
   shapes only), to see whether XLA:CPU prefers the other layout.
 
 Each round runs every contender for about ``--round-seconds``, in an order that rotates per
-round; the speed-up of im2col over xla is taken per round (timings seconds apart, so it
+round; the speed-ups over xla are taken per round (timings seconds apart, so it
 stays meaningful on a shared machine) and reported as the median with min/max. The last
 column says what ``conv_impl="auto"`` picks (:func:`cnn_jax.models.layers.auto_conv_impl`),
 so a run checks the rule against the measurement.
@@ -37,7 +40,7 @@ from jax import lax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cnn_jax import bench  # noqa: E402
-from cnn_jax.models.layers import auto_conv_impl, im2col_conv  # noqa: E402
+from cnn_jax.models.layers import auto_conv_impl, im2col_conv, space_to_depth_conv  # noqa: E402
 
 # (model, layer, input [H, W, C], kernel (kh, kw), features, stride, padding, groups,
 #  reads the images)
@@ -73,7 +76,8 @@ def step_function(impl: str, stride: int, padding: str, groups: int, input_grad:
                                    dimension_numbers=("NCHW", "OIHW", "NCHW"),
                                    feature_group_count=groups)
     else:
-      conv = im2col_conv if impl == "im2col" else lax.conv_general_dilated
+      conv = {"im2col": im2col_conv, "space_to_depth": space_to_depth_conv}.get(
+          impl, lax.conv_general_dilated)
       y = conv(x, w, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
                feature_group_count=groups)
     return jnp.sum(jnp.tanh(y.astype(jnp.float32)))
@@ -105,7 +109,8 @@ def measure(shape: tuple, dtype_name: str, batch: int, rounds: int, round_second
   """Interleaved rounds of every contender for one convolution; see the module docstring."""
   model, layer, in_shape, kernel, features, stride, padding, groups, reads_images = shape
   dtype = jnp.dtype(dtype_name)
-  impls = ["xla", "im2col"] + (["xla_nchw"] if groups == 1 and dtype == jnp.float32 else [])
+  impls = (["xla", "im2col"] + (["space_to_depth"] if stride == 1 and groups == 1 else [])
+           + (["xla_nchw"] if groups == 1 and dtype == jnp.float32 else []))
   contenders, compile_s = {}, {}
   for impl in impls:
     function = step_function(impl, stride, padding, groups, not reads_images)
@@ -126,21 +131,25 @@ def measure(shape: tuple, dtype_name: str, batch: int, rounds: int, round_second
       "input": list(in_shape), "kernel": list(kernel_shape), "stride": stride,
       "padding": padding, "groups": groups, "input_grad": not reads_images,
       "ms": {impl: bench.spread([1e3 * s for s in v]) for impl, v in seconds.items()},
-      "im2col_speedup": bench.spread([a / b for a, b in zip(seconds["xla"], seconds["im2col"])]),
+      **{f"{impl}_speedup": bench.spread([a / b for a, b in zip(seconds["xla"], seconds[impl])])
+         for impl in ("im2col", "space_to_depth") if impl in seconds},
       "compile_s": compile_s,
       "auto_picks": auto_conv_impl((batch,) + tuple(in_shape), kernel_shape, (stride, stride),
-                                   groups, ("NHWC", "HWIO", "NHWC")),
+                                   groups, ("NHWC", "HWIO", "NHWC"), dtype=dtype),
   }
 
 
 def format_row(result: dict) -> str:
   ms, speedup = result["ms"], result["im2col_speedup"]
   nchw = f"{ms['xla_nchw']['median']:8.2f}" if "xla_nchw" in ms else "       -"
+  blocks = result.get("space_to_depth_speedup")
+  blocks = f"{blocks['median']:5.2f} [{blocks['min']:.2f}, {blocks['max']:.2f}]" if blocks \
+      else f"{'-':>17}"
   kernel = "x".join(map(str, result["kernel"]))
   return (f"{result['model'] + '/' + result['layer']:<32} {result['dtype']:<8} "
           f"{'x'.join(map(str, result['input'])):>9} {kernel:>11} s{result['stride']} "
           f"{ms['xla']['median']:8.2f} {ms['im2col']['median']:8.2f} {nchw} "
-          f"{speedup['median']:5.2f} [{speedup['min']:.2f}, {speedup['max']:.2f}]  "
+          f"{speedup['median']:5.2f} [{speedup['min']:.2f}, {speedup['max']:.2f}]  {blocks}  "
           f"{result['auto_picks']}")
 
 
@@ -156,7 +165,8 @@ def main(argv=None) -> None:
   models = set(filter(None, args.models.split(",")))
   load_start = os.getloadavg()[0]  # before the measurements
   print(f"{'model/layer':<32} {'dtype':<8} {'input':>9} {'kernel':>11} s  "
-        f"{'xla ms':>7} {'im2col':>8} {'nchw':>8} im2col speed-up  auto", file=sys.stderr)
+        f"{'xla ms':>7} {'im2col':>8} {'nchw':>8} im2col speed-up  s2d speed-up       auto",
+        file=sys.stderr)
   results = []
   for dtype_name in args.dtypes.split(","):
     for shape in SHAPES:

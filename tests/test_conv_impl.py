@@ -1,4 +1,5 @@
-"""The shared conv layer's implementations: im2col equals lax.conv, "auto" picks per shape."""
+"""The shared conv layer's implementations: im2col and space to depth equal lax.conv, "auto"
+picks per shape."""
 
 import flax.linen as nn
 import jax
@@ -26,7 +27,16 @@ CASES = {
     "input_dilation": ((2, 5, 5, 4), (3, 3, 4, 4), (1, 1), [(1, 1), (2, 2)], (1, 1), (2, 2), 1),
     "depthwise": ((2, 8, 8, 8), (3, 3, 1, 8), (1, 1), "SAME", (1, 1), (1, 1), 8),
     "grouped": ((2, 8, 8, 8), (3, 3, 2, 12), (2, 2), "SAME", (1, 1), (1, 1), 4),
+    "odd_sizes_same": ((2, 9, 7, 3), (3, 3, 3, 4), (1, 1), "SAME", (1, 1), (1, 1), 1),
+    "even_kernel_same": ((2, 7, 7, 4), (4, 4, 4, 3), (1, 1), "SAME", (1, 1), (1, 1), 1),
+    "one_row_kernel": ((2, 5, 6, 2), (1, 3, 2, 3), (1, 1), [(0, 0), (2, 1)], (1, 1), (1, 1), 1),
 }
+# The cases space_to_depth_conv computes: stride 1, no dilation, one group.
+SPACE_TO_DEPTH_CASES = [case for case, (_, _, strides, _, rhs_dilation, lhs_dilation, groups)
+                        in CASES.items() if strides == rhs_dilation == lhs_dilation == (1, 1)
+                        and groups == 1]
+IMPLEMENTATIONS = ([("im2col", case) for case in CASES]
+                   + [("space_to_depth", case) for case in SPACE_TO_DEPTH_CASES])
 
 
 def _operands(x_shape, k_shape):
@@ -37,9 +47,10 @@ def _operands(x_shape, k_shape):
   return jnp.asarray(x), jnp.asarray(w)
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_im2col_matches_lax_conv_forward_and_backward(case):
+@pytest.mark.parametrize("impl, case", IMPLEMENTATIONS)
+def test_impl_matches_lax_conv_forward_and_backward(impl, case):
   x_shape, k_shape, strides, padding, rhs_dilation, lhs_dilation, groups = CASES[case]
+  conv_impl = {"im2col": layers.im2col_conv, "space_to_depth": layers.space_to_depth_conv}[impl]
   x, w = _operands(x_shape, k_shape)
 
   def outputs_and_grads(conv):
@@ -50,7 +61,7 @@ def test_im2col_matches_lax_conv_forward_and_backward(case):
     return y, grads
 
   both = jax.jit(lambda: (outputs_and_grads(lax.conv_general_dilated),
-                          outputs_and_grads(layers.im2col_conv)))
+                          outputs_and_grads(conv_impl)))
   (y_xla, (dx_xla, dw_xla)), (y, (dx, dw)) = both()
   assert y.shape == y_xla.shape
   np.testing.assert_allclose(y, y_xla, rtol=1e-5, atol=1e-5)
@@ -68,16 +79,21 @@ def test_lenet_same_parameters_and_outputs_for_every_impl(monkeypatch):
   models = {impl: create("lenet5", conv_impl=impl) for impl in layers.CONV_IMPLS}
   shapes = {impl: jax.eval_shape(model.init, jax.random.key(0), x)
             for impl, model in models.items()}
-  assert shapes["auto"] == shapes["xla"] == shapes["im2col"]  # same names and shapes
+  assert all(shape == shapes["xla"] for shape in shapes.values())  # same names and shapes
   rng = np.random.default_rng(0)  # (numpy: XLA compiles flax's initializers slowly)
   params = jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.3, s.shape), s.dtype),
                         shapes["xla"])
   logits = {impl: jax.jit(model.apply)(params, x)[0] for impl, model in models.items()}
   for impl in models:
     np.testing.assert_allclose(logits[impl], logits["xla"], rtol=1e-5, atol=1e-5)
-  # On the CPU, "auto" takes im2col for C5 (its 5x5 kernel spans the 5x5 input) only.
+  # On the CPU, "auto" takes im2col for C5 (its 5x5 kernel spans the 5x5 input), space to
+  # depth (one convolution each) for C1 and C3.
   counts = [_conv_count(models[impl], params, x) for impl in ("xla", "auto", "im2col")]
   assert counts == [3, 2, 0]
+  jaxpr = str(jax.make_jaxpr(lambda p: models["auto"].apply(p, x))(params))
+  # C1's blocks: 28x28x6 outputs as 14x14x24, C3's: 10x10x16 as 5x5x64
+  assert "f32[2,14,14,24] = conv_general_dilated" in jaxpr
+  assert "f32[2,5,5,64] = conv_general_dilated" in jaxpr
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   assert _conv_count(models["auto"], params, x) == 3  # off the CPU: XLA's convolution
 
@@ -87,7 +103,14 @@ def test_auto_rule_on_the_cpu(monkeypatch):
   assert auto((128, 5, 5, 16), (5, 5, 16, 120)) == "im2col"  # spans the input
   assert auto((128, 32, 32, 16), (1, 1, 16, 32), (2, 2)) == "im2col"  # strided 1x1
   assert auto((128, 32, 32, 16), (1, 1, 16, 32)) == "xla"  # a plain matmul already
-  assert auto((128, 14, 14, 6), (5, 5, 6, 16)) == "xla"
+  # few channels, stride 1, float32: 2x2 blocks (LeNet-5's C1 and C3)
+  assert auto((128, 32, 32, 1), (5, 5, 1, 6)) == "space_to_depth"
+  assert auto((128, 14, 14, 6), (5, 5, 6, 16)) == "space_to_depth"
+  assert auto((128, 16, 16, 1), (3, 3, 1, 16)) == "space_to_depth"
+  assert auto((128, 14, 14, 6), (5, 5, 6, 16), dtype=jnp.bfloat16) == "xla"
+  assert auto((128, 14, 14, 6), (5, 5, 6, 16), (2, 2)) == "xla"
+  assert auto((128, 14, 14, 6), (3, 3, 6, 16), dilated=True) == "xla"
+  assert auto((128, 28, 28, 1), (3, 3, 1, 32)) == "xla"  # 32 outputs: XLA's fast path already
   assert auto((128, 32, 32, 16), (3, 3, 16, 16)) == "xla"
   assert auto((128, 5, 5, 16), (5, 5, 1, 16), feature_group_count=16) == "xla"
   assert auto((128, 16, 5, 5), (16, 16, 5, 5), dimension_numbers=("NCHW", "OIHW", "NCHW")) \
@@ -105,4 +128,7 @@ def test_bad_conv_impl_is_a_config_error():
   conv1d = layers.conv(4, (3,), conv_impl="im2col")
   with pytest.raises(ConfigError, match="2-D NHWC.*conv_impl='xla'"):
     jax.eval_shape(conv1d.init, jax.random.key(0), jnp.zeros((1, 8, 2)))
+  strided = layers.conv(4, (3, 3), 2, conv_impl="space_to_depth")
+  with pytest.raises(ConfigError, match="stride 1.*strides \\(2, 2\\).*conv_impl='xla'"):
+    jax.eval_shape(strided.init, jax.random.key(0), jnp.zeros((1, 8, 8, 2)))
   assert isinstance(layers.conv(4, (3,)), nn.Conv)

@@ -21,7 +21,7 @@ class LeNet5(nn.Module):
   act: str = "tanh"
   pool: str = "avg"  # "avg" as published, or "max"
   dtype: Any = jnp.float32
-  conv_impl: str = "auto"  # "auto", "xla" or "im2col" (cnn_jax.models.layers.conv)
+  conv_impl: str = "auto"  # "auto", "xla", "im2col", "space_to_depth" (layers.conv)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False):

@@ -25,7 +25,7 @@ class SimpleCNN(nn.Module):
   head: str = "flatten"  # "flatten" or "gap" (global average pooling)
   dtype: Any = jnp.float32
   padding_mode: str = "zeros"  # "zeros", "reflect" or "replicate" (cnn_jax.basics.padding)
-  conv_impl: str = "auto"  # "auto", "xla" or "im2col" (cnn_jax.models.layers.conv)
+  conv_impl: str = "auto"  # "auto", "xla", "im2col", "space_to_depth" (layers.conv)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False):
