@@ -29,6 +29,7 @@ from flax import traverse_util
 from jax.extend import core
 
 from cnn_jax.basics.receptive_field import ReceptiveField, receptive_fields_of_jaxpr
+from cnn_jax.models.layers import plain_convolutions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +123,8 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...], *, dtype: Any = jn
       forward(variables, x)
     return [call[2] for call in calls]
 
-  closed = jax.make_jaxpr(recorded_forward)(variables, x)
+  with plain_convolutions():  # the layers' own convolutions, whatever their conv_impl
+    closed = jax.make_jaxpr(recorded_forward)(variables, x)
   image_axes = (1, 2) if len(input_shape) == 4 else ()
   fields = receptive_fields_of_jaxpr(closed, len(jax.tree.leaves(variables)), image_axes)
 
@@ -136,7 +138,8 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...], *, dtype: Any = jn
           for (path, name, out), field in zip(calls, fields)]
   gflops = None
   if compute_flops:
-    cost = jax.jit(forward).lower(variables, x).compile().cost_analysis()
+    with plain_convolutions():
+      cost = jax.jit(forward).lower(variables, x).compile().cost_analysis()
     gflops = cost["flops"] / input_shape[0] / 1e9
   return Summary(
       model=type(model).__name__, input_shape=tuple(input_shape), rows=rows,
