@@ -22,14 +22,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cnn_jax import bench  # noqa: E402
+import xla_cpu_options  # noqa: E402  (benchmarks/, this script's folder)
 
-_YNN = "xla_cpu_experimental_ynn_fusion_type"
-_YNN_DEFAULT = ("LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,"
-                "LIBRARY_FUSION_TYPE_REDUCE")  # jaxlib 0.10.2's default
-OPTION_SETS = {
-    "ynn_eltwise": {_YNN: _YNN_DEFAULT + ",LIBRARY_FUSION_TYPE_ELTWISE"},
-    "ynn_off": {_YNN: ""},
-}
+OPTION_SETS = {"ynn_eltwise": xla_cpu_options.YNN_ELTWISE, "ynn_off": xla_cpu_options.YNN_OFF}
 
 
 def final_nets(model: str, batch_size: int, steps: int, options: dict | None) -> dict:

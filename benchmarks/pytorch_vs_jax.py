@@ -56,6 +56,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cnn_jax import bench  # noqa: E402
 from cnn_jax.train.state import count_params  # noqa: E402
 from cnn_jax.models import MODELS, model_options  # noqa: E402
+import xla_cpu_options  # noqa: E402  (benchmarks/, this script's folder)
 
 # model -> (image size, channels, classes, batch size)
 SETTINGS = {
@@ -63,20 +64,16 @@ SETTINGS = {
     "cifar_resnet20": (32, 3, 10, 128),
     "resnet18": (224, 3, 1000, 16),
 }
-_YNN = "xla_cpu_experimental_ynn_fusion_type"
-_YNN_DEFAULT = ("LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,"
-                "LIBRARY_FUSION_TYPE_REDUCE")  # jaxlib 0.10.2's default, read off compiled HLO
 # JAX contenders besides the default (float32, donated state): name -> StepTimer options.
 # XLA flags go in as per-compilation options, so that they can be interleaved in one process.
 JAX_VARIANTS = {
     "bfloat16": {"dtype": "bfloat16"},
     "no_donate": {"donate": False},
-    "ynn_off": {"compiler_options": {_YNN: ""}},  # XLA's own conv/dot/reduce emitters
-    "ynn_no_reduce": {"compiler_options": {_YNN: _YNN_DEFAULT.rsplit(",", 1)[0]}},
-    "ynn_eltwise": {"compiler_options": {_YNN: _YNN_DEFAULT + ",LIBRARY_FUSION_TYPE_ELTWISE"}},
+    "ynn_off": {"compiler_options": xla_cpu_options.YNN_OFF},
+    "ynn_no_reduce": {"compiler_options": xla_cpu_options.YNN_NO_REDUCE},
+    "ynn_eltwise": {"compiler_options": xla_cpu_options.YNN_ELTWISE},
     "two_devices": {"num_devices": 2},  # the batch split over two host CPU devices
-    "two_devices_ynn_eltwise": {"num_devices": 2, "compiler_options": {
-        _YNN: _YNN_DEFAULT + ",LIBRARY_FUSION_TYPE_ELTWISE"}},
+    "two_devices_ynn_eltwise": {"num_devices": 2, "compiler_options": xla_cpu_options.YNN_ELTWISE},
     "eigen_single_thread": {"compiler_options": {"xla_cpu_multi_thread_eigen": False}},
     "fast_math": {"compiler_options": {"xla_cpu_enable_fast_math": True}},
     "vector_width_512": {"compiler_options": {"xla_cpu_prefer_vector_width": 512}},
