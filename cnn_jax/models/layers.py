@@ -25,6 +25,7 @@ from jax import lax
 from cnn_jax.basics.arithmetic import padding_amounts
 from cnn_jax.basics.padding import check_padding_mode, pad_images
 from cnn_jax.errors import ConfigError, ShapeError
+from cnn_jax.models.normalization import BatchNorm
 
 ACTIVATIONS: dict[str, Callable] = {
     "relu": nn.relu, "tanh": jnp.tanh, "sigmoid": nn.sigmoid, "gelu": nn.gelu,
@@ -263,14 +264,15 @@ def conv(features: int, kernel_size, strides=1, *, conv_impl: str = "auto", **kw
                  conv_general_dilated=_CONV_FUNCTIONS[check_conv_impl(conv_impl)], **kwargs)
 
 
-def batch_norm(train: bool, dtype: Any, **kwargs) -> nn.BatchNorm:
-  """BatchNorm with PyTorch's defaults (momentum 0.9 in flax terms, eps 1e-5).
+def batch_norm(train: bool, dtype: Any, **kwargs) -> BatchNorm:
+  """BatchNorm with PyTorch's defaults (momentum 0.9 in flax terms, eps 1e-5): the
+  ``nn.BatchNorm`` subclass of :mod:`cnn_jax.models.normalization` (its own backward pass).
 
   Statistics and scale/bias stay float32 even when ``dtype`` is bfloat16.
   """
   kwargs.setdefault("momentum", 0.9)
   kwargs.setdefault("epsilon", 1e-5)
-  return nn.BatchNorm(use_running_average=not train, dtype=dtype, param_dtype=jnp.float32,
+  return BatchNorm(use_running_average=not train, dtype=dtype, param_dtype=jnp.float32,
                       **kwargs)
 
 
