@@ -273,7 +273,7 @@ def batch_norm(train: bool, dtype: Any, **kwargs) -> BatchNorm:
   kwargs.setdefault("momentum", 0.9)
   kwargs.setdefault("epsilon", 1e-5)
   return BatchNorm(use_running_average=not train, dtype=dtype, param_dtype=jnp.float32,
-                      **kwargs)
+                   **kwargs)
 
 
 class ConvBN(nn.Module):

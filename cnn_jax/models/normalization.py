@@ -9,7 +9,7 @@ see no difference) whose training-mode normalization over all axes but the chann
 
 two channel reductions and one element-wise pass, where differentiating flax's forward
 pass leaves XLA the gradients of the mean and of the variance as separate passes over the
-activation. On the CPU a CIFAR ResNet-20 train step at batch 128 is about 1.08x faster
+activation. On the CPU a CIFAR ResNet-20 train step at batch 128 is 1.04-1.08x faster
 (``benchmarks/batch_norm_step.py``); values and gradients equal ``nn.BatchNorm``'s to
 float32 rounding (``tests/test_batch_norm.py``).
 

@@ -53,7 +53,6 @@ import jax.numpy as jnp
 from cnn_jax.errors import ConfigError
 from cnn_jax.models import MODELS
 from cnn_jax.models.layers import KAIMING_FAN_OUT, batch_norm, pooled_classifier
-from cnn_jax.models.normalization import BatchNorm
 
 
 
@@ -95,7 +94,7 @@ class _Block(nn.Module):
                    use_bias=self.use_bias, kernel_init=self.kernel_init, dtype=self.dtype,
                    name=name)
 
-  def bn(self, train: bool, name: str, last: bool = False) -> BatchNorm:
+  def bn(self, train: bool, name: str, last: bool = False) -> nn.BatchNorm:
     zero = last and self.zero_init_residual
     return batch_norm(train, self.dtype, epsilon=self.bn_epsilon, name=name,
                       scale_init=nn.initializers.zeros if zero else nn.initializers.ones)
