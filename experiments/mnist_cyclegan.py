@@ -41,7 +41,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
       "name": "resnet_generator", "width": 8 if ci else 16, "num_downsamples": 1,
       "num_blocks": 1 if ci else 3, "upsample": "pixel_shuffle"})
   config.task = ml_collections.ConfigDict({
-      "name": "cyclegan", "cycle_weight": 10.0, "identity_weight": 0.5, "history_size": 50,
+      "name": "cyclegan", "cycle_weight": 10.0, "bab_cycle_weight": 10.0, "identity_weight": 0.5,
+      "history_size": 50,
       "discriminator": {"name": "patch_discriminator", "width": 8 if ci else 32,
                         "num_layers": 1 if ci else 2},
       "disc_optimizer": gan_adam(learning_rate),

@@ -14,7 +14,10 @@ discriminator's on the generators' samples drawn from its history buffer.
 * Generators minimize the least-squares adversarial loss ``(D_b(G_ab(a)) - 1)^2 +
   (D_a(G_ba(b)) - 1)^2`` (means over the patch maps) plus ``cycle_weight`` (λ = 10) x the
   L1 cycle losses ``|G_ba(G_ab(a)) - a| + |G_ab(G_ba(b)) - b|`` plus ``identity_weight``
-  (0.5) x λ x the L1 identity losses ``|G_ab(b) - b| + |G_ba(a) - a|``.
+  (0.5) x λ x the L1 identity losses ``|G_ab(b) - b| + |G_ba(a) - a|``. ``bab_cycle_weight``
+  (default: λ) weighs the ``b -> a -> b`` cycle on its own: when A holds less than B (gray
+  MNIST against digits over photos) that cycle can only be closed by hiding B's background in
+  ``G_ba(b)``, and a lower weight lets ``G_ba`` drop it.
 * Discriminators minimize ``((D(real) - 1)^2 + D(fake)^2) / 2``, the fakes taken from a
   ``history_size``-image buffer per domain (Shrivastava et al. 2017): while it fills each
   new sample is stored and used; then each is, with probability 1/2, swapped for a random
@@ -86,8 +89,8 @@ class CycleGANTask(Task):
   name = "cyclegan"
   inputs = {"image": "image", "label": "label", "image_b": "other", "label_b": "other"}
   options = {"discriminator": {"name": "patch_discriminator", "num_layers": 2},
-             "disc_optimizer": None, "cycle_weight": 10.0, "identity_weight": 0.5,
-             "history_size": 50, "classifier_a_run": "", "classifier_b_run": ""}
+             "disc_optimizer": None, "cycle_weight": 10.0, "bab_cycle_weight": None,
+             "identity_weight": 0.5, "history_size": 50, "classifier_a_run": "", "classifier_b_run": ""}
   primary_metric = ("val_cycle_loss", "min")
 
   def __init__(self, config, data, **kwargs):
@@ -145,28 +148,38 @@ class CycleGANTask(Task):
     return out
 
   # ---- steps ----
+  def generator_loss(self, nets: dict, params: dict, real_a: jax.Array, real_b: jax.Array):
+    """The generators' objective (module docstring) on real images ``[B, H, W, C]`` in
+    [-1, 1], for generator parameters ``params = {"g_ab": ..., "g_ba": ...}`` and the
+    discriminators of ``nets``: ``(total [B], {term: [B]}, fake_a, fake_b)``."""
+    cycle_w = float(self.opts["cycle_weight"])
+    bab_cycle_w = self.opts["bab_cycle_weight"]
+    bab_cycle_w = cycle_w if bab_cycle_w is None else float(bab_cycle_w)
+    identity_w = cycle_w * float(self.opts["identity_weight"])
+    g_ab = lambda x: nets["g_ab"].apply(x, params=params["g_ab"], train=True)[0][0]  # noqa: E731
+    g_ba = lambda x: nets["g_ba"].apply(x, params=params["g_ba"], train=True)[0][0]  # noqa: E731
+    d = lambda name, x: nets[name].apply(x, train=True)[0][0]  # noqa: E731
+    fake_b, fake_a = g_ab(real_a), g_ba(real_b)
+    adversarial = (per_example_mean((d("d_b", fake_b) - 1.0) ** 2)
+                   + per_example_mean((d("d_a", fake_a) - 1.0) ** 2))
+    cycle_aba = per_example_mean(jnp.abs(g_ba(fake_b) - real_a))
+    cycle_bab = per_example_mean(jnp.abs(g_ab(fake_a) - real_b))
+    losses = {"adversarial_loss": adversarial, "cycle_loss": cycle_aba + cycle_bab,
+              "bab_cycle_loss": cycle_bab}
+    total = adversarial + cycle_w * cycle_aba + bab_cycle_w * cycle_bab
+    if identity_w:
+      losses["identity_loss"] = (per_example_mean(jnp.abs(g_ab(real_b) - real_b))
+                                 + per_example_mean(jnp.abs(g_ba(real_a) - real_a)))
+      total = total + identity_w * losses["identity_loss"]
+    return total, losses, fake_a, fake_b
+
   def train_step(self, state, batch):
     key = state.step_key()
     real_a, real_b = self.to_domain(batch["image"]), self.to_domain(batch["image_b"])
     nets = state.nets
-    cycle_w = float(self.opts["cycle_weight"])
-    identity_w = cycle_w * float(self.opts["identity_weight"])
 
     def gen_loss_fn(params):
-      g_ab = lambda x: nets["g_ab"].apply(x, params=params["g_ab"], train=True)[0][0]  # noqa: E731
-      g_ba = lambda x: nets["g_ba"].apply(x, params=params["g_ba"], train=True)[0][0]  # noqa: E731
-      d = lambda name, x: nets[name].apply(x, train=True)[0][0]  # noqa: E731
-      fake_b, fake_a = g_ab(real_a), g_ba(real_b)
-      adversarial = (per_example_mean((d("d_b", fake_b) - 1.0) ** 2)
-                     + per_example_mean((d("d_a", fake_a) - 1.0) ** 2))
-      cycle = (per_example_mean(jnp.abs(g_ba(fake_b) - real_a))
-               + per_example_mean(jnp.abs(g_ab(fake_a) - real_b)))
-      losses = {"adversarial_loss": adversarial, "cycle_loss": cycle}
-      total = adversarial + cycle_w * cycle
-      if identity_w:
-        losses["identity_loss"] = (per_example_mean(jnp.abs(g_ab(real_b) - real_b))
-                                   + per_example_mean(jnp.abs(g_ba(real_a) - real_a)))
-        total = total + identity_w * losses["identity_loss"]
+      total, losses, fake_a, fake_b = self.generator_loss(nets, params, real_a, real_b)
       return total.mean(), ({"g_loss": total, **losses}, fake_a, fake_b)
 
     gen_params = {name: nets[name].params for name in ("g_ab", "g_ba")}
