@@ -90,7 +90,8 @@ class CycleGANTask(Task):
   inputs = {"image": "image", "label": "label", "image_b": "other", "label_b": "other"}
   options = {"discriminator": {"name": "patch_discriminator", "num_layers": 2},
              "disc_optimizer": None, "cycle_weight": 10.0, "bab_cycle_weight": None,
-             "identity_weight": 0.5, "history_size": 50, "classifier_a_run": "", "classifier_b_run": ""}
+             "identity_weight": 0.5, "history_size": 50, "classifier_a_run": "",
+             "classifier_b_run": ""}
   primary_metric = ("val_cycle_loss", "min")
 
   def __init__(self, config, data, **kwargs):
