@@ -4,9 +4,9 @@ to 16x16, 3 blocks), PatchGAN discriminators (2 stride-2 layers), least-squares 
 loss, cycle loss λ = 10 for a -> b -> a but λ / 20 for b -> a -> b (the paper weighs both
 alike; gray MNIST cannot carry B's photo, and the lighter cycle lets G_ba drop it: test
 B -> A 0.819 at λ, 0.883 at λ / 4, 0.899 at λ / 10, 0.906 at λ / 20), identity loss 0.5 λ,
-50-image history buffers, Adam with b1 0.5 at 5e-4 decayed to 0 by a cosine over the run (the paper holds 2e-4 for 100 epochs and
-decays it linearly to 0 over 100 more; this run has 10,000 steps). Label preservation is
-measured by a LeNet-5 per domain (train both first):
+50-image history buffers, Adam with b1 0.5 at 5e-4 decayed to 0 by a cosine over the run
+(the paper holds 2e-4 for 100 epochs and decays it linearly to 0 over 100 more; this run has
+10,000 steps). Label preservation is measured by a LeNet-5 per domain (train both first):
 
   CNN_JAX_DATA_DIR=../shared/data python -m cnn_jax train \\
       --config experiments/mnist_lenet5.py --workdir runs/mnist_lenet5

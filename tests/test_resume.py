@@ -24,9 +24,9 @@ RUNS = {  # experiment -> steps after which the run is killed
                                  # the step
 }
 # Also bitwise when checked by hand, left out of the default suite for its time budget:
-# "digits_simple_cnn.py": (12,) (killed mid-epoch 1), "mnist_denoising_autoencoder.py:digits" (input noise drawn in the step), "shapes_unet.py:ci"
-# (segmentation) and "mnist_cyclegan.py:ci" (four networks and the history buffer in
-# TrainState.extra). Add them back to RUNS to check them.
+# "digits_simple_cnn.py": (12,) (killed mid-epoch 1), "mnist_denoising_autoencoder.py:digits"
+# (input noise drawn in the step), "shapes_unet.py:ci" (segmentation) and "mnist_cyclegan.py:ci"
+# (four networks and the history buffer in TrainState.extra). Add them back to RUNS to check them.
 
 
 def _start(workdir: str, experiment: str) -> subprocess.Popen:
